@@ -1,0 +1,30 @@
+"""`ganterp-fast classes [QUERY]`: list or search the 1000 ImageNet classes."""
+
+from __future__ import annotations
+
+import argparse
+
+from ganterp_fast.engine.classes import find_classes
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ganterp_fast.cli.main import add_common_flags
+
+    parser = subparsers.add_parser(
+        "classes",
+        help="list or search the ImageNet classes BigGAN draws",
+        description="List the 1000 ImageNet classes with their indices, or those whose name, index or WordNet id contains QUERY.",
+    )
+    parser.add_argument("query", nargs="?", metavar="QUERY", help="text to search for, e.g. 'dog' or 'n015'")
+    add_common_flags(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    matches = find_classes(args.query)
+    for cls in matches:
+        print(f"{cls.index:4d}  {cls.wnid}  {', '.join(cls.names)}")
+    if not matches:
+        print(f"no class matches {args.query!r}")
+        return 1
+    return 0

@@ -1,0 +1,137 @@
+"""`ganterp-fast render INPUT [-o OUTPUT]`: the music video, with a progress bar and a summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ganterp_fast.cli.options import add_analysis_args, add_input_args, analysis_options, resolve_input
+from ganterp_fast.engine.path import Z_MODES, PathOptions
+from ganterp_fast.engine.render import DEVICES, PRECISIONS, RenderOptions, render
+
+_DEFAULTS = RenderOptions()
+_PATH_DEFAULTS = PathOptions()
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ganterp_fast.cli.main import add_common_flags
+
+    parser = subparsers.add_parser(
+        "render",
+        help="render a music video of an audio or video file",
+        description=(
+            "Render INPUT's soundtrack as a music video: the analysis finds where the sound "
+            "changes, each change gets an ImageNet class, and BigGAN draws the path between "
+            "them, frame by frame, into an H.264 mp4 with the original audio."
+        ),
+        epilog=(
+            "examples:\n"
+            "  ganterp-fast render song.mp3 -o song.mp4 --classes 'jellyfish, mountain bike, boa constrictor'\n"
+            "  ganterp-fast render clip.mp4 --model biggan-deep-256 --fps 24 --seed 3\n"
+            "  ganterp-fast render --example --weights random -o demo.mp4    # offline try-out"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_input_args(parser)
+    parser.add_argument("-o", "--output", metavar="OUTPUT", help="video file to write (default: INPUT's name with .mp4, beside it)")
+    parser.add_argument("-y", "--overwrite", action="store_true", help="replace OUTPUT if it exists")
+
+    path = parser.add_argument_group("the path through latent space")
+    path.add_argument(
+        "--classes",
+        metavar="LIST",
+        help="comma-separated ImageNet class names or indices, one per inflection point in order; missing ones are drawn at random (see 'ganterp-fast classes')",
+    )
+    path.add_argument("--z-mode", choices=Z_MODES, default=_PATH_DEFAULTS.z_mode, help="one z per inflection point (the paper) or one for the whole video (the original code) (default: %(default)s)")
+    path.add_argument("--truncation", type=float, default=_PATH_DEFAULTS.truncation, help="BigGAN truncation in (0, 1]: lower is cleaner, higher more varied (default: %(default)s)")
+    path.add_argument("--seed", type=int, default=_PATH_DEFAULTS.seed, help="seed of the random classes and z: the same seed gives the same frames (default: %(default)s)")
+
+    video = parser.add_argument_group("video")
+    video.add_argument("--fps", default=str(_DEFAULTS.fps), help="frame rate: 24, 25, 30, 30000/1001, 60, ... or 'native' (sample rate / 128, one frame per spectrogram column) (default: %(default)s)")
+    video.add_argument("--crf", type=int, default=_DEFAULTS.crf, help="x264 quality, 0-51, lower is better (default: %(default)s)")
+    video.add_argument("--preset", choices=X264_PRESETS, default=_DEFAULTS.preset, help="x264 speed/size trade-off (default: %(default)s)")
+
+    model = parser.add_argument_group("model and hardware")
+    model.add_argument(
+        "--model",
+        default=_DEFAULTS.model,
+        help="biggan-deep-128|256|512 (pretrained, fetched once), a checkpoint directory (config.json + pytorch_model.bin), or an exported .onnx (default: %(default)s)",
+    )
+    model.add_argument("--weights", choices=("random",), help="use the model's architecture with seeded random weights (offline try-outs, benchmarks)")
+    model.add_argument("--device", choices=DEVICES, default=_DEFAULTS.device, help="where the generator runs (default: %(default)s: CUDA when available)")
+    model.add_argument("--precision", choices=PRECISIONS, default=_DEFAULTS.precision, help="auto: fp16 on CUDA, fp32 on the CPU (default: %(default)s)")
+    model.add_argument("--batch-size", type=int, default=None, help="frames per generator call (default: 4 on the CPU, 16-64 on CUDA)")
+    model.add_argument("--threads", type=int, default=None, help="CPU threads for the generator (default: all cores)")
+
+    add_analysis_args(parser)
+    add_common_flags(parser)
+    parser.set_defaults(func=run)
+
+
+def default_output(source: str, example: bool) -> Path:
+    if example:
+        return Path("ganterp-example.mp4")
+    path = Path(source)
+    candidate = path.with_suffix(".mp4")
+    return candidate.with_name(f"{path.stem}.ganterp.mp4") if candidate == path else candidate
+
+
+def options_from_args(args: argparse.Namespace) -> RenderOptions:
+    classes = tuple(item.strip() for item in args.classes.split(",") if item.strip()) if args.classes else ()
+    return RenderOptions(
+        model=args.model,
+        weights=args.weights,
+        precision=args.precision,
+        device=args.device,
+        batch_size=args.batch_size,
+        fps=args.fps,
+        crf=args.crf,
+        preset=args.preset,
+        threads=args.threads,
+        overwrite=args.overwrite,
+        analysis=analysis_options(args),
+        path=PathOptions(classes=classes, z_mode=args.z_mode, truncation=args.truncation, seed=args.seed),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    options = options_from_args(args)
+    source = resolve_input(args)
+    output = Path(args.output) if args.output else default_output(source, args.example)
+
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="frame", dynamic_ncols=True, desc="render", file=sys.stderr, mininterval=0.5)
+
+    def on_progress(update) -> None:  # type: ignore[no-untyped-def]
+        if bar is not None:
+            bar.total = update.frames_total
+            bar.n = update.frames_done
+            bar.refresh()
+
+    try:
+        result = render(source, output, options, progress=on_progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not args.quiet:
+        t = result.times
+        print(
+            f"{result.output}: {result.frames} frames at {float(result.fps):g} fps, {result.resolution}x{result.resolution}, "
+            f"{result.analysis.duration_s:.1f} s of audio"
+        )
+        print(
+            f"{t.wall:.1f} s in all, {result.frames_per_second:.1f} frames/s on {result.device} "
+            f"(batch {result.batch_size}; model {t.model:.1f} s, analysis {t.analysis:.2f} s, path {t.path:.2f} s, "
+            f"inference {t.inference:.1f} s, encode {t.encode:.1f} s; bound by {t.bound()})"
+        )
+        schedule = ", ".join(f"{time:.1f}s:{index}" for time, index in result.classes[:12])
+        more = " ..." if len(result.classes) > 12 else ""
+        print(f"{len(result.classes)} inflection points, classes (time:index): {schedule}{more}")
+        if result.unused_classes:
+            print(f"unused classes (more than inflection points): {', '.join(map(str, result.unused_classes))}")
+    return 0

@@ -1,0 +1,68 @@
+"""The analysis as a picture: spectrogram, TV signal with inflection points, alphas."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .analysis import Analysis
+from .errors import MissingExtraError
+from .files import atomic_output
+
+
+def plot_analysis(analysis: Analysis, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """Draw what the seed shows, on one time axis in seconds, into an image file (PNG, SVG, PDF)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingExtraError("--plot", "plot") from None
+
+    times = analysis.column_times()
+    fig, (ax_spec, ax_signal, ax_alpha) = plt.subplots(3, 1, figsize=(12, 8), sharex=True, constrained_layout=True)
+    title = os.path.basename(analysis.source) if analysis.source else "audio"
+    fig.suptitle(f"{title}: {analysis.duration_s:.1f} s at {analysis.sample_rate} Hz, {len(analysis.inflection_points)} inflection points")
+
+    image = analysis.plot_spectrogram
+    if image is not None:
+        low, high = np.percentile(image, [5, 99.5])
+        ax_spec.imshow(
+            image,
+            origin="lower",
+            aspect="auto",
+            extent=(0, analysis.duration_s, 0, analysis.sample_rate / 2 / 1000),
+            vmin=low,
+            vmax=high,
+            cmap="magma",
+            interpolation="nearest",
+        )
+    ax_spec.set_ylabel("frequency (kHz)")
+    ax_spec.set_title("spectrogram (dB)", loc="left", fontsize=9)
+
+    tv_times = times[1:] if len(times) > 1 else times
+    ax_signal.plot(tv_times[: len(analysis.tv)], analysis.tv, color="0.75", linewidth=0.5, label="TV distance")
+    ax_signal.plot(times, analysis.signal, color="tab:blue", linewidth=1.0, label="smoothed signal")
+    points = analysis.inflection_points
+    ax_signal.scatter(times[points], analysis.signal[points], color="tab:red", zorder=3, s=18, label="inflection points")
+    for t in times[points]:
+        ax_alpha.axvline(t, color="tab:red", linewidth=0.6, alpha=0.5)
+    upper = float(analysis.signal.max()) if len(analysis.signal) else 1.0
+    ax_signal.set_ylim(0, max(upper * 1.3, 1e-3))
+    ax_signal.set_ylabel("normalised TV")
+    ax_signal.legend(loc="upper right", fontsize=8)
+
+    ax_alpha.plot(times, analysis.alphas, color="tab:green", linewidth=1.0)
+    ax_alpha.set_ylabel("alpha")
+    ax_alpha.set_ylim(-0.02, 1.02)
+    ax_alpha.set_xlabel("time (s)")
+    ax_alpha.set_xlim(0, max(analysis.duration_s, 1e-3))
+
+    suffix = os.path.splitext(os.fspath(path))[1].lower() or ".png"
+    try:
+        with atomic_output(path, overwrite=overwrite) as temporary:
+            fig.savefig(temporary, dpi=110, format=suffix.lstrip("."))
+    finally:
+        plt.close(fig)
