@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install everything the tests need and run them: the one test command (README, .ci/run).
+#
+# 1. PyTorch 2.13.0 first (a CPU build where one is on the machine), so the [export] extra
+#    finds it instead of pulling the multi-GB CUDA build.
+# 2. The package with its CPU runtime, exporter, plots and test tools.
+# 3. A second virtual environment with only the runtime ([cpu], no torch): the tests render
+#    from an exported .onnx in it, proving deployments need no PyTorch.
+# 4. pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+"$PYTHON" -m pip install --quiet torch==2.13.0
+"$PYTHON" -m pip install --quiet -e ".[cpu,export,plot,test]"
+
+runtime_env=${GANTERP_RUNTIME_VENV:-"$PWD/.venv-runtime"}
+if [ ! -x "$runtime_env/bin/ganterp-fast" ]; then
+    "$PYTHON" -m venv "$runtime_env"
+    "$runtime_env/bin/python" -m pip install --quiet ".[cpu]"
+fi
+export GANTERP_RUNTIME_PYTHON="$runtime_env/bin/python"
+
+"$PYTHON" -m pytest -q "$@"
