@@ -21,12 +21,9 @@ import torch
 from pytorch_pretrained_biggan import BigGAN, BigGANConfig
 
 from ganterp_fast.engine.errors import InputError, ModelError
+from ganterp_fast.engine.models import CONFIG_NAME, PRETRAINED_NAMES, WEIGHTS_NAME, file_sha256
 
 log = logging.getLogger(__name__)
-
-PRETRAINED_NAMES = ("biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "pytorch_model.bin"
 
 # Layer tables of the released BigGAN-deep generators: (upsample?, in, out) in units of
 # channel_width. 256 is the first 12 blocks of 512; checked against the analytic compute
@@ -190,15 +187,6 @@ def load_state_dict_strict(model: BigGAN, state: dict[str, torch.Tensor], *, ori
 def _few(items: list[str], count: int = 4) -> str:
     shown = ", ".join(items[:count])
     return shown + (", ..." if len(items) > count else "")
-
-
-def file_sha256(path: Path, *, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:

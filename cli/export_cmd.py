@@ -1,0 +1,65 @@
+"""`ganterp-fast export MODEL -o OUT.onnx`: BigGAN-deep to ONNX, checked against PyTorch."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ganterp_fast.engine.errors import InputError, MissingExtraError
+
+PRECISIONS = ("fp32", "fp16")
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `export` subcommand."""
+    from ganterp_fast.cli.main import add_common_flags
+
+    parser = subparsers.add_parser(
+        "export",
+        help="export BigGAN-deep to an ONNX model (needs the [export] extra)",
+        description=(
+            "Export a BigGAN-deep generator to ONNX: dynamic batch, truncation as a run-time input, "
+            "uint8 frames out. The export is checked against PyTorch before it is written."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL",
+                        help="biggan-deep-128, biggan-deep-256, biggan-deep-512 (downloaded once), or a "
+                             "checkpoint directory holding config.json and pytorch_model.bin")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.onnx", help="file to write")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 for CPUs, fp16 for GPUs (default: %(default)s)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (18 or newer; default: the exporter's)")
+    parser.add_argument("--weights", choices=("random",), default=None,
+                        help="seeded random weights in MODEL's architecture (tests, benchmarks, offline try-outs)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --weights random (default: %(default)s)")
+    parser.add_argument("-y", "--overwrite", action="store_true", help="replace OUT.onnx if it exists")
+    add_common_flags(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, then print a short summary (file, size, parity figures, time)."""
+    output: Path = args.output
+    if output.suffix.lower() != ".onnx":
+        raise InputError(f"output {output} should end in .onnx")
+    if output.exists() and not args.overwrite:
+        raise InputError(f"{output} exists; pass --overwrite (-y) to replace it")
+    try:
+        export = importlib.import_module("ganterp_fast.export")
+    except ImportError as exc:
+        raise MissingExtraError("exporting a model", "export") from exc
+    started = time.perf_counter()
+    report = export.export_model(args.model, output, precision=args.precision, opset=args.opset,
+                                 weights=args.weights, seed=args.seed)
+    if not args.quiet:
+        parity = (f"max {report.max_abs_diff:.2f} uint8 levels, mean {report.mean_abs_diff:.3f}, "
+                  f"PSNR {report.psnr_db:.1f} dB" if report.max_abs_diff is not None else "not checked")
+        print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB): {report.model_name}, "
+              f"{report.resolution} px, {report.precision}, opset {report.opset}", file=sys.stdout)
+        print(f"parity vs PyTorch: {parity}; {time.perf_counter() - started:.1f} s", file=sys.stdout)
+    return 0

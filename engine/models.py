@@ -1,0 +1,185 @@
+"""What `--model` means, and the cache of exported models.
+
+A model is a ready `.onnx` file (used as is), a pretrained name (`biggan-deep-128|256|512`)
+or a checkpoint directory (`config.json` + `pytorch_model.bin`). Names and directories are
+exported once into the cache (`$GANTERP_CACHE_DIR`, default the user cache directory) and
+reused: entries are keyed by source, weights hash, precision and exporter version, written
+atomically under a file lock, and come with a sidecar holding their sha256 and size, so a
+corrupt or half-written entry is rebuilt, never used. Exporting needs the `[export]` extra
+(torch); a ready `.onnx` does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ganterp_fast import __version__
+
+from .errors import InputError, MissingExtraError
+from .generator import FORMAT_VERSION
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "GANTERP_CACHE_DIR"
+PRETRAINED_NAMES = ("biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
+PRECISIONS = ("fp32", "fp16")
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "pytorch_model.bin"
+_SIDECAR_SUFFIX = ".json"
+
+
+def cache_dir() -> Path:
+    """Root of ganterp-fast's cache: `$GANTERP_CACHE_DIR`, else the user cache directory."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("ganterp-fast"))
+
+
+def resolve_model(model: str | os.PathLike[str], *, precision: str = "fp32", weights: str | None = None,
+                  seed: int = 0) -> Path:
+    """The `.onnx` file for `model`, exporting a name or checkpoint directory into the cache once.
+
+    `weights="random"` uses seeded random weights (`seed`) in the model's architecture.
+    Raises `InputError` for an unknown model, `MissingExtraError` when an export is needed
+    and torch is not installed, `ModelError` when the export fails.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if weights not in (None, "random"):
+        raise InputError(f"weights {weights!r}: use 'random' or leave it unset")
+    text = os.fspath(model)
+    if text.lower().endswith(".onnx"):
+        path = Path(text).expanduser()
+        if weights is not None:
+            raise InputError(f"--weights random applies to a model name or checkpoint, not to the ready model {path}")
+        if not path.is_file():
+            raise InputError(f"model file {path} does not exist")
+        return path
+    key = cache_key(text, precision=precision, weights=weights, seed=seed)
+    directory = cache_dir() / "models"
+    directory.mkdir(parents=True, exist_ok=True)
+    entry = directory / f"{_slug(key)}-{precision}-{_digest(key)[:16]}.onnx"
+    with _locked(entry.with_name(entry.name + ".lock")):
+        if _entry_valid(entry, key):
+            log.info("model cache hit: %s", entry)
+            return entry
+        _remove_entry(entry)
+        log.info("model cache miss: exporting %s (%s) to %s", text, precision, entry)
+        export = _import_export()
+        export.export_model(text, entry, precision=precision, weights=weights, seed=seed)
+        _write_sidecar(entry, key)
+    return entry
+
+
+def cache_key(model: str, *, precision: str, weights: str | None, seed: int) -> dict[str, Any]:
+    """What identifies an export: source, weights hash, precision and exporter version."""
+    base: dict[str, Any] = {"format": FORMAT_VERSION, "exporter": __version__, "precision": precision}
+    if model in PRETRAINED_NAMES:
+        source: dict[str, Any] = {"kind": "pretrained", "name": model}
+        source["weights"] = f"random-seed{seed}" if weights == "random" else model
+        return {**base, "source": source}
+    directory = Path(model).expanduser()
+    if directory.is_dir():
+        config, checkpoint = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        if not config.is_file() or (weights is None and not checkpoint.is_file()):
+            raise InputError(f"checkpoint directory {directory} needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+        source = {"kind": "checkpoint", "name": directory.resolve().name, "config_sha256": file_sha256(config)}
+        source["weights"] = f"random-seed{seed}" if weights == "random" else file_sha256(checkpoint)
+        return {**base, "source": source}
+    raise InputError(
+        f"model {model!r} is not one of: a pretrained name ({', '.join(PRETRAINED_NAMES)}), "
+        f"a checkpoint directory ({CONFIG_NAME} + {WEIGHTS_NAME}), or an existing .onnx file"
+    )
+
+
+def _import_export() -> Any:
+    try:
+        return importlib.import_module("ganterp_fast.export")
+    except ImportError as exc:
+        error = MissingExtraError("exporting a model", "export")
+        error.args = (f"{error} ({exc.name or exc}); a ready .onnx made elsewhere with "
+                      "'ganterp-fast export' runs without torch",)
+        raise error from exc
+
+
+def _slug(key: dict[str, Any]) -> str:
+    source = key["source"]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(source["name"]))[:48] or "model"
+    return f"{name}-random" if str(source["weights"]).startswith("random") else name
+
+
+def _digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def file_sha256(path: Path, *, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sidecar(entry: Path) -> Path:
+    return entry.with_name(entry.name + _SIDECAR_SUFFIX)
+
+
+def _entry_valid(entry: Path, key: dict[str, Any]) -> bool:
+    """True when the entry exists and matches its sidecar (key, size, sha256)."""
+    sidecar = _sidecar(entry)
+    if not entry.exists() and not sidecar.exists():
+        return False
+    try:
+        recorded = json.loads(sidecar.read_text(encoding="utf-8"))
+        valid = (
+            recorded.get("key") == key
+            and recorded.get("size") == entry.stat().st_size
+            and recorded.get("sha256") == file_sha256(entry)
+        )
+    except (OSError, ValueError, AttributeError):
+        valid = False
+    if not valid:
+        log.warning("model cache entry %s is corrupt or incomplete; rebuilding it", entry)
+    return valid
+
+
+def _remove_entry(entry: Path) -> None:
+    for path in (entry, _sidecar(entry)):
+        path.unlink(missing_ok=True)
+
+
+def _write_sidecar(entry: Path, key: dict[str, Any]) -> None:
+    record = {"key": key, "size": entry.stat().st_size, "sha256": file_sha256(entry)}
+    sidecar = _sidecar(entry)
+    temporary = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.partial")
+    temporary.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(temporary, sidecar)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path` (blocks while another process builds the entry)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; writes are still atomic
+        yield
+        return
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,320 @@
+"""The engine's Generator: parity with pytorch-pretrained-biggan, truncation, providers, validation."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ganterp_fast.engine.errors import InputError, MissingExtraError, ModelError, ProviderError
+from ganterp_fast.engine.generator import (
+    CPU,
+    CUDA,
+    INPUT_NAMES,
+    TENSORRT,
+    Generator,
+    ProviderPlan,
+    _BoundRunner,
+    plan_providers,
+    read_metadata,
+    truncation_weights,
+)
+
+TRUNCATIONS = (0.4, 0.58, 1.0)
+
+
+def latents(batch: int, truncation: float | np.ndarray, seed: int = 0, *, mixed: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Truncated noise times the truncation, and one-hot or two-class mixed class vectors."""
+    rng = np.random.default_rng(seed)
+    z = np.clip(rng.standard_normal((batch, 128)), -2, 2) * np.reshape(truncation, (-1, 1))
+    classes = np.zeros((batch, 1000), dtype=np.float32)
+    for row in range(batch):
+        a, b = rng.choice(1000, 2, replace=False)
+        share = rng.uniform(0.2, 0.8) if mixed else 1.0
+        classes[row, a] += share
+        classes[row, b] += 1.0 - share
+    return z.astype(np.float32), classes
+
+
+def reference(model, z: np.ndarray, classes: np.ndarray, truncation: float) -> np.ndarray:
+    from ganterp_fast.export import reference_frames
+
+    return reference_frames(model, z, classes, truncation)
+
+
+def psnr(frames: np.ndarray, ref: np.ndarray) -> float:
+    mse = float(np.mean((frames.astype(np.float64) - ref) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+# -- parity with the reference ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_onnx: Path) -> Generator:
+    return Generator(tiny_onnx, device="cpu")
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("truncation", TRUNCATIONS)
+def test_fp32_matches_pytorch(generator: Generator, tiny_model, batch: int, truncation: float) -> None:
+    z, classes = latents(batch, truncation, seed=batch)
+    frames = generator(z, classes, truncation=truncation)
+    assert frames.dtype == np.uint8 and frames.shape == (batch, 128, 128, 3)
+    diff = np.abs(frames.astype(np.float64) - reference(tiny_model, z, classes, truncation))
+    assert diff.max() <= 2.0, f"max diff {diff.max():.2f} levels"
+
+
+def test_per_sample_truncation_matches_pytorch(generator: Generator, tiny_model) -> None:
+    truncations = np.array([0.4, 0.58, 1.0, 0.05])
+    z, classes = latents(4, truncations, seed=7)
+    frames = generator(z, classes, truncation=truncations)
+    for row, t in enumerate(truncations):
+        ref = reference(tiny_model, z[row:row + 1], classes[row:row + 1], float(t))
+        assert np.abs(frames[row:row + 1].astype(np.float64) - ref).max() <= 2.0
+
+
+@pytest.mark.parametrize("truncation", TRUNCATIONS)
+def test_fp16_psnr(tiny_onnx_fp16: Path, tiny_model, truncation: float) -> None:
+    g16 = Generator(tiny_onnx_fp16, device="cpu")
+    assert g16.precision == "fp16"
+    z, classes = latents(5, truncation, seed=11)
+    frames = g16(z, classes, truncation=truncation)
+    assert psnr(frames, reference(tiny_model, z, classes, truncation)) >= 35.0
+
+
+def test_outputs_vary_with_inputs(generator: Generator) -> None:
+    z, classes = latents(4, 0.4, seed=3)
+    base = generator(z, classes, 0.4).astype(np.float64)
+    assert all(frame.std() > 10 for frame in base), "flat images"
+    other_z = generator(z[::-1].copy(), classes, 0.4).astype(np.float64)
+    other_class = generator(z, classes[::-1].copy(), 0.4).astype(np.float64)
+    other_t = generator(z, classes, 0.7).astype(np.float64)
+    for changed in (other_z, other_class, other_t):
+        assert np.abs(changed - base).mean() > 1.0
+    # Nearby truncations differ too (statistics rows differ between anchors).
+    assert np.abs(generator(z, classes, 0.42).astype(np.float64) - base).mean() > 0.05
+
+
+def test_generator_properties(generator: Generator, tiny_onnx: Path) -> None:
+    assert generator.resolution == 128
+    assert generator.precision == "fp32"
+    assert generator.device == "cpu"
+    assert generator.providers == [CPU]
+    assert generator.threads >= 1
+    meta = generator.metadata
+    assert meta["ganterp_fast.format_version"] == "1"
+    assert meta["ganterp_fast.inputs"] == ",".join(INPUT_NAMES)
+    assert float(meta["ganterp_fast.parity_max_abs_diff"]) <= 2.0
+    assert read_metadata(tiny_onnx) == meta
+
+
+def test_empty_batch(generator: Generator) -> None:
+    frames = generator(np.zeros((0, 128)), np.zeros((0, 1000)), 0.4)
+    assert frames.shape == (0, 128, 128, 3)
+
+
+# -- truncation weights ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("truncation", [0.4, 0.58, 1.0, 0.01, 0.02, 0.73, 0.999, 0.5])
+def test_truncation_weights_match_reference_batch_norm(truncation: float) -> None:
+    torch = pytest.importorskip("torch")
+    from pytorch_pretrained_biggan.model import BigGANBatchNorm
+
+    norm = BigGANBatchNorm(3, conditional=False, eps=0.0)
+    rows = torch.randn(51, 3)
+    norm.running_means.copy_(rows)
+    norm.running_vars.fill_(1.0)
+    norm.weight.data.fill_(1.0)
+    norm.bias.data.zero_()
+    with torch.no_grad():
+        mean = -norm(torch.zeros(1, 3, 1, 1), truncation).reshape(3).double().numpy()
+    weights = truncation_weights(truncation)
+    assert weights.shape == (51,) and math.isclose(weights.sum(), 1.0)
+    assert np.allclose(weights.astype(np.float32).astype(np.float64) @ rows.double().numpy(), mean, atol=1e-6)
+
+
+def test_truncation_weights_float64_rounding() -> None:
+    weights = truncation_weights(0.58)  # 0.58 / 0.02 == 28.999999999999996: rows 28 and 29
+    assert set(np.flatnonzero(weights)) == {28, 29} and weights[28] > 0.999
+    assert np.flatnonzero(truncation_weights(1.0)).tolist() == [50]
+    assert truncation_weights(0.4)[20] == 1.0  # 0.4 / 0.02 == 20.0 exactly
+    assert truncation_weights([0.4, 1.0]).shape == (2, 51)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.2, float("nan"), float("inf")])
+def test_truncation_outside_range(generator: Generator, bad: float) -> None:
+    z, classes = latents(1, 0.4)
+    with pytest.raises(InputError, match="truncation"):
+        generator(z, classes, truncation=bad)
+
+
+def test_bad_input_shapes(generator: Generator) -> None:
+    z, classes = latents(2, 0.4)
+    with pytest.raises(InputError, match="z has shape"):
+        generator(z[:, :100], classes)
+    with pytest.raises(InputError, match="class_vectors has shape"):
+        generator(z, classes[:, :10])
+    with pytest.raises(InputError, match="rows"):
+        generator(z, classes[:1])
+    with pytest.raises(InputError, match="one per sample"):
+        generator(z, classes, truncation=[0.4, 0.5, 0.6])
+    z[0, 0] = np.nan
+    with pytest.raises(InputError, match="finite"):
+        generator(z, classes)
+
+
+# -- what is (not) a model -------------------------------------------------------------------
+
+
+def _identity_onnx(path: Path, metadata: dict[str, str] | None = None) -> Path:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for key, value in (metadata or {}).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_non_biggan_onnx_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not a ganterp-fast BigGAN export"):
+        Generator(_identity_onnx(tmp_path / "identity.onnx"))
+
+
+def test_wrong_signature_is_rejected(tmp_path: Path, tiny_onnx: Path) -> None:
+    path = _identity_onnx(tmp_path / "fake.onnx", read_metadata(tiny_onnx))
+    with pytest.raises(ModelError, match="inputs/outputs"):
+        Generator(path)
+
+
+def test_newer_format_is_rejected(tmp_path: Path, tiny_onnx: Path) -> None:
+    metadata = {**read_metadata(tiny_onnx), "ganterp_fast.format_version": "99"}
+    with pytest.raises(ModelError, match="format 99"):
+        Generator(_identity_onnx(tmp_path / "future.onnx", metadata))
+
+
+@pytest.mark.parametrize("content", [b"\x00" * 16, b"this is not a model\n" * 4, b"\xff\xff\xff"])
+def test_garbage_file_is_rejected(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "garbage.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ModelError):
+        Generator(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        Generator(tmp_path / "nope.onnx")
+
+
+def test_missing_onnxruntime(monkeypatch: pytest.MonkeyPatch, tiny_onnx: Path) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(MissingExtraError, match=r"\[cpu\].*\[gpu\]"):
+        Generator(tiny_onnx)
+
+
+# -- provider choice (pure, no GPU needed) ---------------------------------------------------
+
+
+def test_plan_cpu_only() -> None:
+    plan = plan_providers([CPU], device="auto", precision="fp32", cpu_cores=6)
+    assert plan.device == "cpu" and plan.provider_names == [CPU]
+    assert plan.intra_op_threads == 6 and not plan.io_binding and not plan.notes
+
+
+def test_plan_auto_prefers_cuda() -> None:
+    plan = plan_providers([TENSORRT, CUDA, CPU], device="auto", precision="fp16", cpu_cores=4)
+    assert plan.device == "cuda" and plan.provider_names == [CUDA, CPU]
+    assert plan.io_binding and not plan.notes
+    assert dict(plan.providers)[CUDA]["device_id"] == "0"
+
+
+def test_plan_cpu_requested_with_gpu_build() -> None:
+    plan = plan_providers([CUDA, CPU], device="cpu", precision="fp32", cpu_cores=2)
+    assert plan.device == "cpu" and plan.provider_names == [CPU]
+
+
+def test_plan_precision_notes() -> None:
+    assert "fp16" in plan_providers([CUDA, CPU], device="cuda", precision="fp32").notes[0]
+    assert "slower" in plan_providers([CPU], device="cpu", precision="fp16").notes[0]
+
+
+def test_plan_cuda_unavailable() -> None:
+    with pytest.raises(ProviderError, match="onnxruntime-gpu|GPU build"):
+        plan_providers([CPU], device="cuda")
+
+
+def test_plan_tensorrt(tmp_path: Path) -> None:
+    plan = plan_providers([TENSORRT, CUDA, CPU], device="auto", precision="fp16", tensorrt=True,
+                          trt_cache_dir=tmp_path)
+    assert plan.provider_names == [TENSORRT, CUDA, CPU]
+    options = dict(plan.providers)[TENSORRT]
+    assert options["trt_fp16_enable"] == "True"
+    assert options["trt_engine_cache_path"] == str(tmp_path)
+    assert options["trt_profile_min_shapes"].startswith("z:1x128,")
+    with pytest.raises(ProviderError, match="TensorRT"):
+        plan_providers([CUDA, CPU], tensorrt=True)
+    with pytest.raises(InputError, match="TensorRT"):
+        plan_providers([TENSORRT, CUDA, CPU], device="cpu", tensorrt=True)
+
+
+def test_plan_rejects_bad_arguments() -> None:
+    with pytest.raises(InputError, match="device"):
+        plan_providers([CPU], device="tpu")
+    with pytest.raises(InputError, match="threads"):
+        plan_providers([CPU], threads=0)
+    assert plan_providers([CPU], threads=3, cpu_cores=8).intra_op_threads == 3
+
+
+def test_cuda_requested_without_provider(tiny_onnx: Path) -> None:
+    import onnxruntime
+
+    if CUDA in onnxruntime.get_available_providers():
+        pytest.skip("this ONNX Runtime has the CUDA provider")
+    with pytest.raises(ProviderError, match="cuda"):
+        Generator(tiny_onnx, device="cuda")
+
+
+def test_silent_cpu_fallback_is_caught(generator: Generator) -> None:
+    """onnxruntime-gpu without a usable GPU runs on the CPU: 'cuda' must fail, 'auto' must adapt."""
+    cuda_plan = plan_providers([CUDA, CPU], device="auto", precision="fp16", cpu_cores=2)
+    probe = object.__new__(Generator)
+    probe._providers = [CPU]
+    with pytest.raises(ProviderError, match="fell back"):
+        probe._confirm_providers(cuda_plan, "cuda", False)
+    adapted = probe._confirm_providers(cuda_plan, "auto", False)
+    assert isinstance(adapted, ProviderPlan) and adapted.device == "cpu" and not adapted.io_binding
+
+
+def test_bound_runner_on_cpu(generator: Generator) -> None:
+    """The IO-binding path (used on CUDA) gives the plain session's frames, buffers reused."""
+    import onnxruntime
+
+    runner = _BoundRunner(generator._session, onnxruntime, "cpu")
+    results = []
+    for batch in (2, 3, 2):
+        z, classes = latents(batch, 0.5, seed=batch)
+        feeds = Generator.prepare(z, classes, 0.5)
+        bound = runner.run(feeds)
+        assert np.array_equal(bound, generator._session.run(["frames"], feeds)[0])
+        results.append(bound)
+    assert len(runner._buffers) == 2
+    assert np.array_equal(results[0], results[2])  # the first result was a copy, not the buffer
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(tiny_onnx_fp16: Path, tiny_model) -> None:
+    gpu = Generator(tiny_onnx_fp16, device="cuda")
+    assert gpu.device == "cuda" and CUDA in gpu.providers
+    z, classes = latents(5, 0.4, seed=5)
+    assert psnr(gpu(z, classes, 0.4), reference(tiny_model, z, classes, 0.4)) >= 35.0
