@@ -1,0 +1,456 @@
+"""Audio decoding: any audio or video file to float samples at its own sample rate.
+
+soundfile (librosa's reader) handles wav/flac/ogg; PyAV's bundled FFmpeg handles
+everything else (mp3, m4a/aac, opus, and the audio of mp4, mkv, mov and webm videos). Both are
+streamed in blocks, so memory does not depend on the file's length. Samples are never
+resampled: the analysis depends on the file's own rate.
+
+An excerpt (`start`, `duration` in seconds) is a range of whole samples counted from the first
+decoded sample; channel 0 for the analysis (`iter_channel0`) and the full mix for the
+soundtrack (`iter_audio_frames`) come from the same backend, so they are the same samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["soundfile", "pyav"]
+BACKENDS: tuple[Backend, ...] = ("soundfile", "pyav")
+
+WHAT_WORKS = "wav, flac, mp3, ogg, opus, m4a, or a video with an audio track"
+# Samples per av.AudioFrame built from soundfile blocks (PyAV's decoders give their own sizes).
+_FRAME_SAMPLES = 4096
+# Damaged packets skipped (as FFmpeg's command line does) before a file counts as unreadable.
+_MAX_BAD_PACKETS = 32
+# How the formats soundfile is given start (wav, rf64, w64, aiff, flac, ogg, caf, au). Not mp3,
+# though libsndfile reads it: its mpg123 decoder prints resync notes straight to stderr for
+# damaged mp3s and for anything else it is tried on (text or noise named .mp3), and FFmpeg
+# decodes the same samples (measured: identical length and alignment, within 2e-6).
+_SOUNDFILE_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"BW64", b"riff", b"FORM", b"fLaC", b"OggS", b"caff", b".snd")
+# Containers whose audio stream duration is exact (edit lists, granule positions, sample
+# counts); elsewhere (mp3, mkv/webm, adts) it is an estimate and the stream's end decides.
+_EXACT_DURATION_FORMATS = ("mov", "mp4", "ogg", "flac", "wav", "aiff", "w64", "caf")
+# soundfile subtypes as FFmpeg names the codec, so `AudioInfo.codec` reads the same for both.
+_SOUNDFILE_CODECS = {
+    "PCM_S8": "pcm_s8",
+    "PCM_U8": "pcm_u8",
+    "PCM_16": "pcm_s16",
+    "PCM_24": "pcm_s24",
+    "PCM_32": "pcm_s32",
+    "FLOAT": "pcm_f32",
+    "DOUBLE": "pcm_f64",
+    "ULAW": "pcm_mulaw",
+    "ALAW": "pcm_alaw",
+    "FLAC": "flac",
+    "VORBIS": "vorbis",
+    "OPUS": "opus",
+    "MPEG_LAYER_I": "mp1",
+    "MPEG_LAYER_II": "mp2",
+    "MPEG_LAYER_III": "mp3",
+}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file holds: its own rate and channel count, its length, and who decodes it."""
+
+    path: Path
+    sample_rate: int
+    channels: int
+    num_samples: int  # per channel, whole file
+    duration_s: float
+    backend: Backend
+    codec: str  # FFmpeg's name: "pcm_s16le", "flac", "mp3", "aac", "opus", ...
+    layout: str = ""  # FFmpeg's channel layout name ("mono", "stereo", "5.1", ...)
+    # num_samples is exact (soundfile; PyAV for mp4/mov/ogg/flac/wav, whose stream durations
+    # are exact). False: estimated from the container's duration (mp3, mkv/webm): without a
+    # duration the readers then read to the stream's end.
+    exact: bool = True
+
+
+# ---------------------------------------------------------------- probing
+
+
+def probe_audio(path: str | os.PathLike[str], *, backend: Backend | None = None) -> AudioInfo:
+    """Find how to decode `path` and what it holds; InputError naming the file otherwise.
+
+    `backend` forces "soundfile" or "pyav" (default: soundfile for wav/flac/ogg and the other
+    formats libsndfile reads, PyAV's FFmpeg for everything else, mp3 included).
+    """
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)} or None, got {backend!r}")
+    file = _check_file(path)
+    if backend in (None, "soundfile"):
+        info = _probe_soundfile(file, sniff=backend is None)
+        if info is not None:
+            return info
+        if backend == "soundfile":
+            raise InputError(f"soundfile cannot read {file}: use backend 'pyav' or None")
+    return _probe_pyav(file)
+
+
+def _check_file(path: str | os.PathLike[str]) -> Path:
+    file = Path(path)
+    if not file.exists():
+        raise InputError(f"input {file} does not exist")
+    if file.is_dir():
+        raise InputError(f"input {file} is a directory: give an audio or video file ({WHAT_WORKS})")
+    try:
+        size = file.stat().st_size
+    except OSError as exc:
+        raise InputError(f"cannot read {file}: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise InputError(f"input {file} is empty (0 bytes): give an audio or video file ({WHAT_WORKS})")
+    if not os.access(file, os.R_OK):
+        raise InputError(f"cannot read {file}: permission denied")
+    return file
+
+
+def _looks_like_soundfile_format(file: Path) -> bool:
+    """Whether the file starts like a format soundfile is given (not mp3: see _SOUNDFILE_MAGIC)."""
+    with open(file, "rb") as f:
+        return f.read(4) in _SOUNDFILE_MAGIC
+
+
+def _probe_soundfile(file: Path, *, sniff: bool = True) -> AudioInfo | None:
+    import soundfile
+
+    if sniff and not _looks_like_soundfile_format(file):
+        return None
+    try:
+        info = soundfile.info(os.fspath(file))
+    except (RuntimeError, ValueError, TypeError, OSError) as exc:  # LibsndfileError is a RuntimeError
+        log.debug("soundfile cannot read %s (%s): trying PyAV", file, exc)
+        return None
+    if info.samplerate <= 0 or info.channels <= 0:
+        return None
+    if info.frames <= 0:
+        raise InputError(f"{file} holds no audio samples: give a file with sound ({WHAT_WORKS})")
+    codec = _SOUNDFILE_CODECS.get(info.subtype, info.subtype.lower())
+    if info.format in ("FLAC", "MP3"):
+        codec = info.format.lower()
+    elif codec.startswith("pcm_") and codec[-1].isdigit() and codec not in ("pcm_s8", "pcm_u8"):
+        big_endian = info.format in ("AIFF", "AU", "CAF") or info.endian == "BIG"
+        codec += "be" if big_endian else "le"
+    return AudioInfo(
+        path=file,
+        sample_rate=int(info.samplerate),
+        channels=int(info.channels),
+        num_samples=int(info.frames),
+        duration_s=info.frames / info.samplerate,
+        backend="soundfile",
+        codec=codec,
+        layout=_default_layout(info.channels),
+        exact=True,
+    )
+
+
+def _probe_pyav(file: Path) -> AudioInfo:
+    import av
+
+    container = _open_pyav(file)
+    try:
+        stream = _audio_stream(container, file)
+        frames = _decode(container, stream, file)
+        first = next(frames, None)
+        if first is None:
+            raise InputError(f"the audio track of {file} holds no decodable sound: the file may be truncated or corrupt")
+        sample_rate = int(first.sample_rate or stream.codec_context.sample_rate or 0)
+        if sample_rate <= 0:
+            raise InputError(f"the audio track of {file} has no sample rate: the file may be corrupt")
+        channels = first.layout.nb_channels
+        if stream.duration and stream.time_base:
+            seconds = float(stream.duration * stream.time_base)
+        elif container.duration:
+            seconds = container.duration / av.time_base
+        else:
+            seconds = 0.0
+        num_samples = round(seconds * sample_rate)
+        formats = set(container.format.name.split(","))
+        exact = bool(stream.duration) and not formats.isdisjoint(_EXACT_DURATION_FORMATS)
+        if num_samples <= 0:  # nothing says how long it is: count every sample once
+            num_samples = first.samples + sum(frame.samples for frame in frames)
+            exact = True
+        return AudioInfo(
+            path=file,
+            sample_rate=sample_rate,
+            channels=channels,
+            num_samples=num_samples,
+            duration_s=num_samples / sample_rate,
+            backend="pyav",
+            codec=stream.codec_context.codec.canonical_name,
+            layout=_layout_name(first.layout),
+            exact=exact,
+        )
+    finally:
+        container.close()
+
+
+def _open_pyav(file: Path):  # -> av.container.InputContainer
+    import av
+
+    try:
+        return av.open(os.fspath(file), metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InputError(
+            f"cannot read {file}: not an audio or video file ganterp-fast can decode ({reason.lower()}); "
+            f"use {WHAT_WORKS}"
+        ) from exc
+
+
+def _audio_stream(container, file: Path):  # -> av.AudioStream
+    streams = [s for s in container.streams.audio if s.codec_context is not None]
+    if not streams:
+        raise InputError(
+            f"no audio track in {file}: ganterp-fast needs a file with sound (wav, flac, mp3, ogg, m4a, "
+            "or a video with an audio track)"
+        )
+    try:
+        return container.streams.best("audio") or streams[0]
+    except Exception:  # noqa: BLE001 - best() needs codec parameters some files lack
+        return streams[0]
+
+
+def _decode(container, stream, file: Path) -> Iterator:  # -> Iterator[av.AudioFrame]
+    """Decoded frames of `stream`, skipping a few damaged packets as FFmpeg's command line does."""
+    import av
+
+    bad = 0
+    seconds = 0.0
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except (av.error.InvalidDataError, av.error.UndefinedError) as exc:
+                bad += 1
+                if bad == 1:
+                    log.warning("%s: skipping damaged audio near %.2f s (%s)", file, seconds, exc)
+                if bad > _MAX_BAD_PACKETS:
+                    raise InputError(
+                        f"cannot decode the audio of {file}: more than {_MAX_BAD_PACKETS} damaged packets "
+                        f"(the file is corrupt near {seconds:.1f} s)"
+                    ) from exc
+                continue
+            for frame in frames:
+                if frame.sample_rate:
+                    seconds += frame.samples / frame.sample_rate
+                yield frame
+    except av.FFmpegError as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InputError(f"cannot decode the audio of {file} after {seconds:.2f} s: {reason}") from exc
+
+
+def _default_layout(channels: int) -> str:
+    import av
+
+    return {1: "mono", 2: "stereo"}.get(channels) or av.AudioLayout(f"{channels}c").name
+
+
+def _layout_name(layout) -> str:
+    """A layout name FFmpeg parses back; unordered layouts ("6 channels") get the default order."""
+    name = layout.name
+    return _default_layout(layout.nb_channels) if name.endswith("channels") else name
+
+
+# ---------------------------------------------------------------- excerpts
+
+
+def excerpt_samples(info: AudioInfo, start: float = 0.0, duration: float | None = None) -> tuple[int, int]:
+    """(first_sample, num_samples) of the excerpt [start, start + duration) in seconds.
+
+    first = round(start * rate), num = round(duration * rate), or to the end without a duration;
+    a duration running past the end is clipped (with a warning).
+    """
+    length = f"{info.path} is {info.duration_s:.2f} s long"
+    if not _is_number(start) or not math.isfinite(start) or start < 0:
+        raise InputError(f"start must be a number of seconds >= 0, got {start} ({length})")
+    first = round(start * info.sample_rate)
+    if first >= info.num_samples:
+        raise InputError(f"start {start:g} s is at or past the end of the audio: {length}")
+    available = info.num_samples - first
+    if duration is None:
+        return first, available
+    if not _is_number(duration) or not math.isfinite(duration) or duration <= 0:
+        raise InputError(f"duration must be a positive number of seconds, got {duration} ({length})")
+    count = round(duration * info.sample_rate)
+    if count < 1:
+        raise InputError(f"duration {duration:g} s is shorter than one sample at {info.sample_rate} Hz")
+    if count > available:
+        if info.exact:
+            log.warning(
+                "start %g s + duration %g s runs past the end of %s (%.2f s): using %.2f s",
+                start,
+                duration,
+                info.path,
+                info.duration_s,
+                available / info.sample_rate,
+            )
+            count = available
+        # An estimated length: read what is there; the stream's end decides.
+    return first, count
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _resolve(source: str | os.PathLike[str] | AudioInfo) -> AudioInfo:
+    return source if isinstance(source, AudioInfo) else probe_audio(source)
+
+
+def _blocks(
+    info: AudioInfo, first: int, count: int | None, *, all_channels: bool, block_size: int
+) -> Iterator[np.ndarray]:
+    """float32 [channels, n] blocks of samples [first, first + count) (count None: to the end)."""
+    produced = 0
+    inner = _soundfile_blocks if info.backend == "soundfile" else _pyav_blocks
+    for block in inner(info, first, count, all_channels=all_channels, block_size=block_size):
+        produced += block.shape[1]
+        yield block
+    if count is not None and produced < count:
+        missing = (count - produced) / info.sample_rate
+        level = logging.WARNING if missing > 0.05 else logging.DEBUG
+        log.log(level, "%s ends %.3f s earlier than expected: the file may be truncated", info.path, missing)
+
+
+def _soundfile_blocks(
+    info: AudioInfo, first: int, count: int | None, *, all_channels: bool, block_size: int
+) -> Iterator[np.ndarray]:
+    import soundfile
+
+    remaining = info.num_samples - first if count is None else count
+    try:
+        with soundfile.SoundFile(os.fspath(info.path)) as f:
+            if first:
+                f.seek(first)
+            while remaining > 0:
+                data = f.read(min(block_size, remaining), dtype="float32", always_2d=True)
+                if not len(data):
+                    break
+                remaining -= len(data)
+                yield np.ascontiguousarray(data.T if all_channels else data[:, :1].T)
+    except (RuntimeError, OSError) as exc:
+        raise InputError(f"cannot decode {info.path}: {exc}") from exc
+
+
+def _pyav_blocks(
+    info: AudioInfo, first: int, count: int | None, *, all_channels: bool, block_size: int
+) -> Iterator[np.ndarray]:
+    import av
+
+    del block_size  # PyAV's decoders choose their own frame sizes
+    end = None if count is None else first + count
+    position = 0  # index of the next decoded sample
+    container = _open_pyav(info.path)
+    try:
+        stream = _audio_stream(container, info.path)
+        # Float planar at the file's own rate: plane 0 is channel 0. The layout is pinned to
+        # the first frame's, so a stream that changes layout part-way keeps its channel count.
+        resampler = av.AudioResampler(format="fltp", layout=info.layout or None, rate=info.sample_rate)
+
+        def converted() -> Iterator:
+            for frame in _decode(container, stream, info.path):
+                yield from resampler.resample(frame)
+            yield from resampler.resample(None)
+
+        for frame in converted():
+            n = frame.samples
+            if position + n <= first:
+                position += n
+                continue
+            lo = max(first - position, 0)
+            hi = n if end is None else min(n, end - position)
+            if all_channels:
+                block = frame.to_ndarray()[:, lo:hi]
+            else:
+                block = np.frombuffer(frame.planes[0], dtype=np.float32, count=n)[None, lo:hi]
+            position += n
+            if hi > lo:
+                yield np.ascontiguousarray(block)
+            if end is not None and position >= end:
+                return
+    except av.FFmpegError as exc:
+        raise InputError(f"cannot decode the audio of {info.path}: {exc}") from exc
+    finally:
+        container.close()
+
+
+# ---------------------------------------------------------------- public readers
+
+
+def iter_channel0(
+    path: str | os.PathLike[str] | AudioInfo,
+    *,
+    start: float = 0.0,
+    duration: float | None = None,
+    block_size: int = 1 << 18,
+) -> Iterator[np.ndarray]:
+    """Channel 0 ("left") of the excerpt as float32 1-D blocks of `block_size` samples (the
+    last one shorter), at the file's own rate; memory is independent of the file's length."""
+    if not isinstance(block_size, int) or block_size <= 0:
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    info = _resolve(path)
+    first, count = excerpt_samples(info, start, duration)
+    if duration is None and not info.exact:
+        count = None
+    pending: list[np.ndarray] = []
+    held = 0
+    for block in _blocks(info, first, count, all_channels=False, block_size=block_size):
+        pending.append(block[0])
+        held += block.shape[1]
+        while held >= block_size:
+            joined = pending[0] if len(pending) == 1 else np.concatenate(pending)
+            yield joined[:block_size]
+            rest = joined[block_size:]
+            pending = [rest] if len(rest) else []
+            held = len(rest)
+    if held:
+        yield pending[0] if len(pending) == 1 else np.concatenate(pending)
+
+
+def read_channel0(
+    path: str | os.PathLike[str] | AudioInfo, *, start: float = 0.0, duration: float | None = None
+) -> tuple[np.ndarray, int]:
+    """Channel 0 of the excerpt as one float32 array, and the sample rate."""
+    info = _resolve(path)
+    blocks = list(iter_channel0(info, start=start, duration=duration))
+    if not blocks:
+        raise InputError(f"{info.path} holds no audio samples from {start:g} s")
+    return (blocks[0] if len(blocks) == 1 else np.concatenate(blocks)), info.sample_rate
+
+
+def iter_audio_frames(
+    path: str | os.PathLike[str] | AudioInfo, *, start: float = 0.0, duration: float | None = None
+) -> Iterator:  # -> Iterator[av.AudioFrame]
+    """The full mix (all channels) of the same excerpt samples as `iter_channel0`, as float
+    planar av.AudioFrames at the file's own rate, pts counted in samples from the excerpt's start."""
+    import av
+
+    info = _resolve(path)
+    first, count = excerpt_samples(info, start, duration)
+    if duration is None and not info.exact:
+        count = None
+    layout = info.layout or _default_layout(info.channels)
+    time_base = Fraction(1, info.sample_rate)
+    pts = 0
+    for block in _blocks(info, first, count, all_channels=True, block_size=_FRAME_SAMPLES):
+        frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
+        frame.sample_rate = info.sample_rate
+        frame.pts = pts
+        frame.time_base = time_base
+        pts += block.shape[1]
+        yield frame
