@@ -321,10 +321,17 @@ def _blocks(
     for block in inner(info, first, count, all_channels=all_channels, block_size=block_size):
         produced += block.shape[1]
         yield block
-    if count is not None and produced < count:
-        missing = (count - produced) / info.sample_rate
-        level = logging.WARNING if missing > 0.05 else logging.DEBUG
-        log.log(level, "%s ends %.3f s earlier than expected: the file may be truncated", info.path, missing)
+    expected = count if count is not None else info.num_samples - first
+    missing = (expected - produced) / info.sample_rate
+    # An estimated length (mkv, mp3) may be off by a few frames; a truncated file by much more.
+    tolerance = 0.05 if info.exact else max(0.5, 0.02 * expected / info.sample_rate)
+    if missing > tolerance:
+        log.warning(
+            "%s ends %.2f s earlier than its header says (at %.2f s): the file may be truncated",
+            info.path,
+            missing,
+            (first + produced) / info.sample_rate,
+        )
 
 
 def _soundfile_blocks(

@@ -1,0 +1,382 @@
+"""The video writer: RGB frames into H.264 and the input's audio into AAC, streamed with PyAV
+into a temporary file beside the output that is renamed only on success.
+
+Sync: video pts are frame indices in a 1/fps time base; audio pts count samples from 0, so
+both start at t = 0. The AAC encoder's start-up delay (1024 samples of priming, 128 ms at
+8 kHz) is carried by FFmpeg as a negative pts on the first packet; the mp4/mov muxer turns it
+into an edit list and decoders drop the priming, so the decoded soundtrack starts at 0 and its
+length (the edit list's) is the excerpt's, not a whole number of AAC frames. After every
+`write` the audio is muxed up to the video time written so far: memory stays flat and the
+file is interleaved as it goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import os
+import tempfile
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import NoReturn
+
+import numpy as np
+
+from .audio import AudioInfo, excerpt_samples, iter_audio_frames, probe_audio
+from .errors import GanterpError, InputError, RenderError
+from .files import check_output
+
+log = logging.getLogger(__name__)
+
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+H264_ENCODERS = ("h264_nvenc", "libx264")  # preference order for codec="auto"
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+# NVENC's presets p1 (fastest) .. p7 (best) for the x264 names.
+_NVENC_PRESETS = dict(zip(X264_PRESETS, ("p1", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p7", "p7")))
+# Rates the AAC encoder accepts (its sampling-frequency table).
+AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+AAC_FRAME_SAMPLES = 1024
+# AAC allows at most 6144 bits per channel per 1024-sample frame: 6 bits/sample, 48 kb/s at 8 kHz.
+_AAC_MAX_BITS_PER_SAMPLE = 6144 / AAC_FRAME_SAMPLES
+_AAC_BITRATE_PER_CHANNEL = 96_000
+# BT.709 matrix, limited range, tagged in the stream (AVCOL_SPC/PRI/TRC_BT709 = 1, AVCOL_RANGE_MPEG = 1).
+_BT709 = 1
+_RANGE_LIMITED = 1
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Video encoder settings. `codec`: "libx264", "h264_nvenc", or "auto" (NVENC where it works)."""
+
+    crf: int = 18  # constant quality, 0 (lossless) .. 51; 18 is visually lossless for x264
+    preset: str = "medium"  # x264 speed/size trade-off (mapped to p1..p7 for NVENC)
+    codec: str = "libx264"
+    threads: int = 0  # encoder threads; 0 = automatic
+    audio_bitrate: int = 0  # AAC bits/s; 0 = 96 kb/s per channel within AAC's limit at low rates
+    faststart: bool = True  # mp4/mov: put the index first so playback starts before the download ends
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.crf, int) or isinstance(self.crf, bool) or not 0 <= self.crf <= 51:
+            raise InputError(f"crf must be an integer from 0 to 51, got {self.crf!r}")
+        if self.preset not in X264_PRESETS:
+            raise InputError(f"preset must be one of {', '.join(X264_PRESETS)}, got {self.preset!r}")
+        if self.codec not in (*H264_ENCODERS, "auto"):
+            raise InputError(f"codec must be one of {', '.join(H264_ENCODERS)} or auto, got {self.codec!r}")
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise InputError(f"threads must be an integer >= 0 (0 = automatic), got {self.threads!r}")
+        if not isinstance(self.audio_bitrate, int) or self.audio_bitrate < 0:
+            raise InputError(f"audio_bitrate must be bits per second >= 0 (0 = automatic), got {self.audio_bitrate!r}")
+
+
+@dataclass(frozen=True)
+class AudioClip:
+    """The soundtrack to mux: the excerpt [start, start + duration) of `path`, as in audio.py."""
+
+    path: Path
+    start: float = 0.0
+    duration: float | None = None
+
+
+@functools.cache
+def probe_h264_encoders() -> tuple[str, ...]:
+    """The H.264 encoders that open on this machine, best first (NVENC needs an NVENC GPU)."""
+    import av
+
+    working = []
+    for name in H264_ENCODERS:
+        try:
+            context = av.CodecContext.create(name, "w")
+            context.width, context.height, context.pix_fmt = 256, 256, "yuv420p"
+            context.time_base = Fraction(1, 30)
+            context.open()
+        except (av.FFmpegError, ValueError, OSError) as exc:
+            log.debug("H.264 encoder %s does not open here: %s", name, exc)
+            continue
+        working.append(name)
+    return tuple(working)
+
+
+def choose_h264_encoder(requested: str) -> str:
+    """The encoder to use for `requested` ("auto" or a name); InputError if it cannot run here."""
+    if requested == "libx264":  # in every PyAV wheel: no need to probe
+        return requested
+    working = probe_h264_encoders()
+    if requested == "auto":
+        if not working:
+            raise RenderError("no H.264 encoder opens on this machine (PyAV's FFmpeg lacks libx264)")
+        return working[0]
+    if requested not in working:
+        raise InputError(f"the {requested} encoder does not work on this machine: use codec libx264 or auto")
+    return requested
+
+
+def _as_fps(fps: object) -> Fraction:
+    try:
+        value = Fraction(fps) if not isinstance(fps, float) else Fraction(fps).limit_denominator(1_000_000)
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise InputError(f"fps must be a positive number such as 30 or 30000/1001, got {fps!r}") from None
+    if value <= 0:
+        raise InputError(f"fps must be positive, got {fps}")
+    return value
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+class VideoWriter:
+    """Streams uint8 RGB frames (and a soundtrack) into an H.264 video, atomically.
+
+    Use as a context manager: leaving the block normally finishes the file (`close`), an
+    exception (KeyboardInterrupt included) removes the temporary file (`abort`).
+    """
+
+    def __init__(
+        self,
+        output: str | os.PathLike[str],
+        *,
+        width: int,
+        height: int,
+        fps: Fraction | int | str,
+        audio: AudioClip | None,
+        options: EncodeOptions = EncodeOptions(),
+        overwrite: bool = False,
+    ) -> None:
+        import av
+
+        for name, value in (("width", width), ("height", height)):
+            if not isinstance(value, (int, np.integer)) or value <= 0 or value % 2:
+                raise InputError(f"video {name} must be a positive even number of pixels (yuv420p), got {value!r}")
+        self.width, self.height = int(width), int(height)
+        self.fps = _as_fps(fps)
+        self.output = check_output(output, overwrite=overwrite)
+        self.overwrite = overwrite
+        self.options = options
+        self.frames_written = 0
+        container_format = CONTAINERS.get(self.output.suffix.lower())
+        if container_format is None:
+            raise InputError(f"output {self.output} must end in one of {', '.join(CONTAINERS)}")
+        codec = choose_h264_encoder(options.codec)
+
+        # The soundtrack's problems are input errors: find them before any work.
+        self._audio_info: AudioInfo | None = None
+        if audio is not None:
+            self._audio_info = probe_audio(audio.path)
+            excerpt_samples(self._audio_info, audio.start, audio.duration)
+
+        folder = self.output.parent
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{self.output.stem}.partial-", suffix=self.output.suffix, dir=folder)
+        except OSError as exc:
+            raise InputError(f"cannot write into {folder}: {exc.strerror or exc}") from exc
+        os.close(fd)
+        self._temporary = Path(name)
+        # A writer dropped without close() or abort() still leaves no temporary file behind.
+        self._finalizer = weakref.finalize(self, _remove, self._temporary)
+        self._closed = False
+        self._finished = False
+        try:
+            container_options = {"movflags": "+faststart"} if options.faststart and container_format != "matroska" else {}
+            self._container = av.open(os.fspath(self._temporary), "w", format=container_format, options=container_options)
+            self._video = self._add_video(codec)
+            self._audio = None if audio is None else _Soundtrack(self._container, self._audio_info, audio, options)
+        except BaseException as exc:
+            self.abort()
+            if isinstance(exc, (av.FFmpegError, OSError)):
+                raise RenderError(f"cannot start encoding {self.output}: {_reason(exc)}") from exc
+            raise
+        log.debug("writing %s via %s (%dx%d at %s fps, %s)", self.output, self._temporary.name, width, height, self.fps, codec)
+
+    def _add_video(self, codec: str):  # -> av.VideoStream
+        opts = self.options
+        if codec == "h264_nvenc":
+            codec_options = {"preset": _NVENC_PRESETS[opts.preset], "rc": "vbr", "cq": str(opts.crf)}
+        else:
+            codec_options = {"crf": str(opts.crf), "preset": opts.preset}
+        stream = self._container.add_stream(codec, rate=self.fps, options=codec_options)
+        stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
+        stream.thread_type = "AUTO"
+        stream.thread_count = opts.threads
+        stream.time_base = 1 / self.fps
+        context = stream.codec_context
+        context.time_base = 1 / self.fps
+        context.colorspace = context.color_primaries = context.color_trc = _BT709
+        context.color_range = _RANGE_LIMITED
+        return stream
+
+    # ------------------------------------------------------------ writing
+
+    def write(self, frames: np.ndarray) -> None:
+        """Encode uint8 RGB frames [B, H, W, 3] (or one [H, W, 3]), then mux the audio up to
+        the end of the last one."""
+        import av
+        from av.video.reformatter import ColorRange, Colorspace
+
+        if self._closed:
+            raise RuntimeError(f"the writer for {self.output} is closed")
+        batch = np.asarray(frames)
+        if batch.ndim == 3:
+            batch = batch[None]
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (self.height, self.width, 3):
+            raise ValueError(
+                f"frames must be uint8 [B, {self.height}, {self.width}, 3] RGB, got {batch.dtype} {list(batch.shape)}"
+            )
+        try:
+            for image in batch:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG)
+                frame.pts = self.frames_written
+                self._container.mux(self._video.encode(frame))
+                self.frames_written += 1
+            if self._audio is not None:
+                self._audio.mux_until(self.frames_written / self.fps)
+        except BaseException as exc:
+            self._fail(exc, "writing")
+
+    def close(self) -> Path:
+        """Flush the encoders, mux the rest of the soundtrack, and move the file into place."""
+        if self._finished:
+            return self.output
+        if self._closed:
+            raise RuntimeError(f"the writer for {self.output} was aborted")
+        try:
+            self._container.mux(self._video.encode(None))
+            if self._audio is not None:
+                self._audio.mux_until(None)
+            self._container.close()
+            self._closed = True
+            if not self.overwrite and self.output.exists():  # appeared while we worked
+                raise InputError(f"output {self.output} appeared while writing: pass --overwrite (-y) to replace it")
+            os.replace(self._temporary, self.output)
+        except BaseException as exc:
+            self._fail(exc, "finishing")
+        self._finished = True
+        self._finalizer.detach()
+        seconds = self.frames_written / self.fps
+        log.info("wrote %s: %d frames, %.2f s at %s fps", self.output, self.frames_written, seconds, self.fps)
+        return self.output
+
+    def abort(self) -> None:
+        """Stop and delete the temporary file; the output is left as it was."""
+        if self._finished:
+            return
+        was_closed, self._closed = self._closed, True
+        container = getattr(self, "_container", None)
+        if container is not None and not was_closed:
+            with contextlib.suppress(Exception):
+                container.close()
+        _remove(self._temporary)
+        self._finalizer.detach()
+
+    def _fail(self, exc: BaseException, doing: str) -> NoReturn:
+        """Abort, then raise: encoder and disk faults as RenderError, anything else as it is."""
+        import av
+
+        self.abort()
+        if isinstance(exc, (av.FFmpegError, OSError)) and not isinstance(exc, GanterpError):
+            raise RenderError(
+                f"encoding {self.output} failed while {doing} after {self.frames_written} frames: {_reason(exc)}"
+            ) from exc
+        raise exc
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
+
+
+class _Soundtrack:
+    """The AAC stream: decodes the clip lazily and encodes it in 1024-sample frames up to a time."""
+
+    def __init__(self, container, info: AudioInfo, clip: AudioClip, options: EncodeOptions) -> None:
+        import av
+
+        self.rate = info.sample_rate if info.sample_rate in AAC_RATES else _aac_rate(info.sample_rate)
+        self.layout = _aac_layout(info)
+        self.container = container
+        self.stream = container.add_stream("aac", rate=self.rate, layout=self.layout)
+        channels = av.AudioLayout(self.layout).nb_channels
+        ceiling = int(_AAC_MAX_BITS_PER_SAMPLE * self.rate * channels)
+        self.stream.bit_rate = min(options.audio_bitrate or _AAC_BITRATE_PER_CHANNEL * channels, ceiling)
+        self.time_base = Fraction(1, self.rate)
+        self.stream.time_base = self.time_base
+        self.stream.codec_context.time_base = self.time_base
+        needs_resampling = self.rate != info.sample_rate or self.layout != info.layout
+        self.resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate) if needs_resampling else None
+        self.fifo = av.AudioFifo()
+        self.source: Iterator | None = iter_audio_frames(info, start=clip.start, duration=clip.duration)
+        self.sent = 0  # samples given to the encoder
+        if needs_resampling:
+            log.info(
+                "soundtrack: %s at %d Hz re-encoded as %s at %d Hz", info.layout, info.sample_rate, self.layout, self.rate
+            )
+
+    def _pull(self) -> bool:
+        """Move one source frame into the FIFO; False once the source is exhausted (and flushed)."""
+        if self.source is None:
+            return False
+        frame = next(self.source, None)
+        if frame is None:
+            self.source = None
+            converted: Iterable = self.resampler.resample(None) if self.resampler else ()
+        else:
+            frame.pts = None  # the FIFO keeps the count; pts are set on the way out
+            converted = self.resampler.resample(frame) if self.resampler else (frame,)
+        for piece in converted:
+            piece.pts = None
+            self.fifo.write(piece)
+        return True
+
+    def _encode(self, frame) -> None:
+        frame.pts = self.sent
+        frame.time_base = self.time_base
+        frame.sample_rate = self.rate
+        self.sent += frame.samples
+        self.container.mux(self.stream.encode(frame))
+
+    def mux_until(self, seconds: float | None) -> None:
+        """Encode whole AAC frames until `seconds` of audio are in (None: all of it, and flush)."""
+        limit = math.inf if seconds is None else seconds * self.rate
+        while self.sent < limit:
+            if self.fifo.samples >= AAC_FRAME_SAMPLES:
+                self._encode(self.fifo.read(AAC_FRAME_SAMPLES))
+            elif not self._pull():
+                break
+        if seconds is None:
+            if self.fifo.samples:
+                self._encode(self.fifo.read())
+            self.container.mux(self.stream.encode(None))
+
+
+def _aac_rate(rate: int) -> int:
+    """The AAC rate nearest above `rate` (resampling up loses nothing), or 96 kHz above that."""
+    return next((r for r in AAC_RATES if r >= rate), AAC_RATES[-1])
+
+
+def _aac_layout(info: AudioInfo) -> str:
+    """Mono and stereo as they are; 5.1 kept (AAC carries it); anything else mixed to stereo."""
+    if info.channels == 1:
+        return "mono"
+    if info.channels == 6:
+        return info.layout if info.layout in ("5.1", "5.1(side)") else "5.1"
+    if info.channels != 2:
+        log.info("soundtrack: %d channels (%s) mixed down to stereo for AAC", info.channels, info.layout)
+    return "stereo"
