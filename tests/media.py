@@ -122,8 +122,8 @@ def _add_audio(container, codec: str, samples: np.ndarray, sample_rate: int, *, 
     options = {"strict": "experimental"} if codec == "vorbis" else {}
     rate = 48000 if "opus" in codec else sample_rate  # Opus only runs at 48 kHz (and a few lower rates)
     stream = container.add_stream(codec, rate=rate, layout=_layout(samples.shape[1]), options=options)
-    if bitrate:
-        stream.bit_rate = bitrate
+    if bitrate or codec == "aac":  # FFmpeg's default AAC rate is low for a codec-tolerance test
+        stream.bit_rate = bitrate or min(96_000 * samples.shape[1], 6 * rate * samples.shape[1])
     return stream
 
 
@@ -278,6 +278,7 @@ def write_format(directory: str | os.PathLike[str], name: str, samples: np.ndarr
 def write_bad_inputs(directory: str | os.PathLike[str]) -> dict[str, Path]:
     """Every kind of input that must be refused with a clear message, by name."""
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     good = write_video(directory / "good.mp4", music(22050, 2.0, channels=2), 22050)
     folder = directory / "a folder.wav"
     folder.mkdir(exist_ok=True)
