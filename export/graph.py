@@ -12,6 +12,8 @@ rounding differs within a few ulps):
 - gen_z's output rows reordered so its result is already NCHW (no transpose);
 - self-attention: its three 1x1 projections as one convolution, phi and g max-pooled
   together, gamma folded into the output projection;
+- nearest upsampling followed by a 3x3 convolution computed as four 2x2 convolutions, one
+  per output phase (16/36 of the multiply-adds; see `_UpsampleConv`);
 - the last convolution cut to the 3 channels the reference keeps;
 - the uint8 conversion `clip((x + 1) / 2 * 256, 0, 255)` and NHWC layout inside the graph.
 
@@ -41,24 +43,63 @@ def _plain_weights(model: BigGAN) -> BigGAN:
     return clone
 
 
+class _UpsampleConv(nn.Module):
+    """Nearest 2x upsampling then a 3x3 convolution, as one 2x2 convolution per output phase.
+
+    Output pixel (2i + a, 2j + b) of conv3x3(upsample(x)) sees input rows {i-1, i} (a = 0) or
+    {i, i+1} (a = 1), and likewise columns: its 3x3 kernel collapses to a 2x2 one whose taps
+    are sums of the original taps. One 2x2 convolution with padding 1 computes all four phases
+    (4x the channels on an (H+1)x(W+1) grid); each phase is the HxW window at offset (a, b),
+    and the phases interleave into the 2Hx2W output. 16/36 of the multiply-adds, the same
+    function up to float rounding.
+    """
+
+    def __init__(self, conv: nn.Conv2d, dtype: torch.dtype) -> None:
+        super().__init__()
+        weight = conv.weight.detach().float()
+        rows = {0: (weight[:, :, 0], weight[:, :, 1] + weight[:, :, 2]),
+                1: (weight[:, :, 0] + weight[:, :, 1], weight[:, :, 2])}
+        phases = []
+        for a in (0, 1):
+            row = torch.stack(rows[a], dim=2)  # [out, in, 2, 3]
+            for b in (0, 1):
+                cols = (row[..., 0], row[..., 1] + row[..., 2]) if b == 0 else (row[..., 0] + row[..., 1], row[..., 2])
+                phases.append(torch.stack(cols, dim=3))
+        self.out_channels = conv.out_channels
+        self.conv = nn.Conv2d(conv.in_channels, 4 * conv.out_channels, 2, padding=1).to(dtype)
+        self.conv.weight.data.copy_(torch.cat(phases))
+        self.conv.bias.data.copy_(conv.bias.detach().repeat(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width, channels = int(x.shape[2]), int(x.shape[3]), self.out_channels
+        out = self.conv(x)
+        p00 = out[:, :channels, :height, :width]
+        p01 = out[:, channels:2 * channels, :height, 1:]
+        p10 = out[:, 2 * channels:3 * channels, 1:, :width]
+        p11 = out[:, 3 * channels:, 1:, 1:]
+        rows = torch.stack([torch.stack([p00, p01], dim=-1), torch.stack([p10, p11], dim=-1)], dim=3)
+        return rows.reshape(-1, channels, 2 * height, 2 * width)
+
+
 class _Block(nn.Module):
     """One GenBlock: four (affine, ReLU, conv) steps and the residual path."""
 
     def __init__(self, block: GenBlock, norm_slices: list[tuple[int, int]], dtype: torch.dtype) -> None:
         super().__init__()
-        self.convs = nn.ModuleList([getattr(block, f"conv_{i}").to(dtype) for i in range(4)])
-        self.norm_slices = norm_slices
         self.up_sample = bool(block.up_sample)
         self.drop_channels = bool(block.drop_channels)
+        convs: list[nn.Module] = [getattr(block, f"conv_{i}").to(dtype) for i in range(4)]
+        if self.up_sample:
+            convs[1] = _UpsampleConv(block.conv_1, dtype)
+        self.convs = nn.ModuleList(convs)
+        self.norm_slices = norm_slices
 
     def forward(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """`a`, `b`: [B, total, 1, 1] affines of all batch norms; this block's are sliced out."""
         h = x
         for index, conv in enumerate(self.convs):
             start, stop = self.norm_slices[index]
-            h = torch.relu(h * a[:, start:stop, None, None] + b[:, start:stop, None, None])
-            if index == 1 and self.up_sample:
-                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
-            h = conv(h)
+            h = conv(torch.relu(h * a[:, start:stop] + b[:, start:stop]))
         skip = x[:, : x.shape[1] // 2] if self.drop_channels else x
         if self.up_sample:
             skip = F.interpolate(skip, scale_factor=2.0, mode="nearest")
@@ -166,14 +207,14 @@ class ExportableBigGAN(nn.Module):
         self.n_stats = int(config.n_stats)
 
     def norm_affines(self, cond: torch.Tensor, truncation_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample `a`, `b` [B, total] of every batch norm: x_norm = x * a + b."""
+        """Per-sample `a`, `b` [B, total, 1, 1] of every batch norm: x_norm = x * a + b."""
         conditioning = (torch.matmul(cond.to(self.dtype), self.cond_w.t())).float() + self.cond_b
         scale, offset = torch.split(conditioning, [self.total, self.total], dim=1)
         mean = torch.matmul(truncation_weights, self.stat_means)
         var = torch.matmul(truncation_weights, self.stat_vars)
         a = (1.0 + scale) * torch.rsqrt(var + self.stat_eps)
         b = offset - mean * a
-        return a.to(self.dtype), b.to(self.dtype)
+        return a.to(self.dtype)[:, :, None, None], b.to(self.dtype)[:, :, None, None]
 
     def forward(self, z: torch.Tensor, class_vector: torch.Tensor, truncation_weights: torch.Tensor) -> torch.Tensor:
         cond = torch.cat([z, torch.matmul(class_vector, self.embed.t())], dim=1)
@@ -183,7 +224,7 @@ class ExportableBigGAN(nn.Module):
         for stage in self.stages:
             x = stage(x, a, b) if isinstance(stage, _Block) else stage(x)
         start, stop = self.final_span
-        x = torch.relu(x * a[:, start:stop, None, None] + b[:, start:stop, None, None])
+        x = torch.relu(x * a[:, start:stop] + b[:, start:stop])
         x = torch.tanh(self.to_rgb(x)).float()
         frames = torch.clamp((x + 1.0) * 128.0, 0.0, 255.0).to(torch.uint8)
         return frames.permute(0, 2, 3, 1)
