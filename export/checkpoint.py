@@ -224,8 +224,10 @@ def _fetch_pretrained(name: str) -> tuple[Path, Path]:
         if all(cached):
             log.warning("cannot reach the download server (%s); using the cached copy in %s", exc, cache)
             return cached[0], cached[1]  # type: ignore[return-value]
+        reason = f"{type(exc).__name__}: {exc}"
+        reason = reason if len(reason) <= 160 else reason[:157] + "..."
         raise ModelError(
-            f"could not fetch the pretrained weights of {name} ({type(exc).__name__}: {exc}). "
+            f"could not fetch the pretrained weights of {name} ({reason}). "
             f"Offline, pass a local checkpoint directory holding {CONFIG_NAME} and {WEIGHTS_NAME} "
             f"instead of the name, or use --weights random (weights=\"random\") for seeded random "
             f"weights in the same architecture."

@@ -154,6 +154,9 @@ def _torch_export(graph: ExportableBigGAN, path: Path, opset: int | None) -> int
     batch = torch.export.Dim("batch", min=1, max=4096)
     example = _inputs(2, (0.5,), mixed=True, generator=np.random.default_rng(0))
     args = tuple(torch.from_numpy(example[name]) for name in INPUT_NAMES)
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)  # "torchvision is not installed" is noise here
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -165,6 +168,8 @@ def _torch_export(graph: ExportableBigGAN, path: Path, opset: int | None) -> int
             program.save(str(path))
     except Exception as exc:  # the exporter raises many types
         raise ModelError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        registry_log.setLevel(level)
     model = onnx.load(str(path), load_external_data=False)
     return int(next(op.version for op in model.opset_import if op.domain in ("", "ai.onnx")))
 

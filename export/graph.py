@@ -204,7 +204,6 @@ class ExportableBigGAN(nn.Module):
         self.to_rgb = nn.Conv2d(rgb.in_channels, 3, 3, padding=1).to(dtype)
         self.to_rgb.weight.data.copy_(rgb.weight[:3])
         self.to_rgb.bias.data.copy_(rgb.bias[:3])
-        self.n_stats = int(config.n_stats)
 
     def norm_affines(self, cond: torch.Tensor, truncation_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample `a`, `b` [B, total, 1, 1] of every batch norm: x_norm = x * a + b."""

@@ -8,7 +8,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -20,7 +19,6 @@ from ganterp_fast.export import (  # noqa: E402
     export_model,
     load_biggan,
     make_random_biggan,
-    write_random_checkpoint,
 )
 from ganterp_fast.export import exporter as exporter_module  # noqa: E402
 
