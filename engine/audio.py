@@ -46,21 +46,9 @@ _SOUNDFILE_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"BW64", b"riff", b"FORM", b"fLaC
 _EXACT_DURATION_FORMATS = ("mov", "mp4", "ogg", "flac", "wav", "aiff", "w64", "caf")
 # soundfile subtypes as FFmpeg names the codec, so `AudioInfo.codec` reads the same for both.
 _SOUNDFILE_CODECS = {
-    "PCM_S8": "pcm_s8",
-    "PCM_U8": "pcm_u8",
-    "PCM_16": "pcm_s16",
-    "PCM_24": "pcm_s24",
-    "PCM_32": "pcm_s32",
-    "FLOAT": "pcm_f32",
-    "DOUBLE": "pcm_f64",
-    "ULAW": "pcm_mulaw",
-    "ALAW": "pcm_alaw",
-    "FLAC": "flac",
-    "VORBIS": "vorbis",
-    "OPUS": "opus",
-    "MPEG_LAYER_I": "mp1",
-    "MPEG_LAYER_II": "mp2",
-    "MPEG_LAYER_III": "mp3",
+    **{f"PCM_{k}": f"pcm_{v}" for k, v in (("S8", "s8"), ("U8", "u8"), ("16", "s16"), ("24", "s24"), ("32", "s32"))},
+    **{"FLOAT": "pcm_f32", "DOUBLE": "pcm_f64", "ULAW": "pcm_mulaw", "ALAW": "pcm_alaw"},
+    **{"FLAC": "flac", "VORBIS": "vorbis", "OPUS": "opus"},
 }
 
 
@@ -144,8 +132,8 @@ def _probe_soundfile(file: Path, *, sniff: bool = True) -> AudioInfo | None:
     if info.frames <= 0:
         raise InputError(f"{file} holds no audio samples: give a file with sound ({WHAT_WORKS})")
     codec = _SOUNDFILE_CODECS.get(info.subtype, info.subtype.lower())
-    if info.format in ("FLAC", "MP3"):
-        codec = info.format.lower()
+    if info.format == "FLAC":
+        codec = "flac"
     elif codec.startswith("pcm_") and codec[-1].isdigit() and codec not in ("pcm_s8", "pcm_u8"):
         big_endian = info.format in ("AIFF", "AU", "CAF") or info.endian == "BIG"
         codec += "be" if big_endian else "le"
@@ -217,16 +205,15 @@ def _open_pyav(file: Path):  # -> av.container.InputContainer
 
 
 def _audio_stream(container, file: Path):  # -> av.AudioStream
-    streams = [s for s in container.streams.audio if s.codec_context is not None]
-    if not streams:
+    if not container.streams.audio:
         raise InputError(
             f"no audio track in {file}: ganterp-fast needs a file with sound (wav, flac, mp3, ogg, m4a, "
             "or a video with an audio track)"
         )
-    try:
-        return container.streams.best("audio") or streams[0]
-    except Exception:  # noqa: BLE001 - best() needs codec parameters some files lack
-        return streams[0]
+    streams = [s for s in container.streams.audio if s.codec_context is not None]  # None: no decoder
+    if not streams:
+        raise InputError(f"cannot decode the audio track of {file}: its codec is not one FFmpeg here decodes")
+    return container.streams.best("audio") or streams[0]
 
 
 def _decode(container, stream, file: Path) -> Iterator:  # -> Iterator[av.AudioFrame]
@@ -403,6 +390,12 @@ def _pyav_blocks(
 # ---------------------------------------------------------------- public readers
 
 
+def _excerpt(info: AudioInfo, start: float, duration: float | None) -> tuple[int, int | None]:
+    """(first, count) to read; count None (to the stream's end) where the length is an estimate."""
+    first, count = excerpt_samples(info, start, duration)
+    return first, (None if duration is None and not info.exact else count)
+
+
 def iter_channel0(
     path: str | os.PathLike[str] | AudioInfo,
     *,
@@ -411,16 +404,23 @@ def iter_channel0(
     block_size: int = 1 << 18,
 ) -> Iterator[np.ndarray]:
     """Channel 0 ("left") of the excerpt as float32 1-D blocks of `block_size` samples (the
-    last one shorter), at the file's own rate; memory is independent of the file's length."""
+    last one shorter), at the file's own rate; memory is independent of the file's length.
+
+    The file and the excerpt are checked at the call (InputError), before the first block.
+    PyAV-decoded files are decoded from their start, so a late `start` costs decoding time.
+    """
     if not isinstance(block_size, int) or block_size <= 0:
         raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
     info = _resolve(path)
-    first, count = excerpt_samples(info, start, duration)
-    if duration is None and not info.exact:
-        count = None
+    first, count = _excerpt(info, start, duration)
+    return _rebuffered(_blocks(info, first, count, all_channels=False, block_size=block_size), block_size)
+
+
+def _rebuffered(blocks: Iterator[np.ndarray], block_size: int) -> Iterator[np.ndarray]:
+    """Row 0 of [1, n] blocks of any size, regrouped into 1-D blocks of exactly `block_size`."""
     pending: list[np.ndarray] = []
     held = 0
-    for block in _blocks(info, first, count, all_channels=False, block_size=block_size):
+    for block in blocks:
         pending.append(block[0])
         held += block.shape[1]
         while held >= block_size:
@@ -448,17 +448,20 @@ def iter_audio_frames(
     path: str | os.PathLike[str] | AudioInfo, *, start: float = 0.0, duration: float | None = None
 ) -> Iterator:  # -> Iterator[av.AudioFrame]
     """The full mix (all channels) of the same excerpt samples as `iter_channel0`, as float
-    planar av.AudioFrames at the file's own rate, pts counted in samples from the excerpt's start."""
+    planar av.AudioFrames at the file's own rate, pts counted in samples from the excerpt's
+    start (time base 1/rate). Checked at the call, like `iter_channel0`."""
+    info = _resolve(path)
+    first, count = _excerpt(info, start, duration)
+    return _as_frames(info, _blocks(info, first, count, all_channels=True, block_size=_FRAME_SAMPLES))
+
+
+def _as_frames(info: AudioInfo, blocks: Iterator[np.ndarray]) -> Iterator:
     import av
 
-    info = _resolve(path)
-    first, count = excerpt_samples(info, start, duration)
-    if duration is None and not info.exact:
-        count = None
     layout = info.layout or _default_layout(info.channels)
     time_base = Fraction(1, info.sample_rate)
     pts = 0
-    for block in _blocks(info, first, count, all_channels=True, block_size=_FRAME_SAMPLES):
+    for block in blocks:
         frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
         frame.sample_rate = info.sample_rate
         frame.pts = pts
