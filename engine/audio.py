@@ -12,10 +12,11 @@ soundtrack (`iter_audio_frames`) come from the same backend, so they are the sam
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -308,10 +309,11 @@ def _blocks(
 ) -> Iterator[np.ndarray]:
     """float32 [channels, n] blocks of samples [first, first + count) (count None: to the end)."""
     produced = 0
-    inner = _soundfile_blocks if info.backend == "soundfile" else _pyav_blocks
-    for block in inner(info, first, count, all_channels=all_channels, block_size=block_size):
-        produced += block.shape[1]
-        yield block
+    reader = _soundfile_blocks if info.backend == "soundfile" else _pyav_blocks
+    with contextlib.closing(reader(info, first, count, all_channels=all_channels, block_size=block_size)) as inner:
+        for block in inner:
+            produced += block.shape[1]
+            yield block
     expected = count if count is not None else info.num_samples - first
     missing = (expected - produced) / info.sample_rate
     # An estimated length (mkv, mp3) may be off by a few frames; a truncated file by much more.
@@ -416,19 +418,20 @@ def iter_channel0(
     return _rebuffered(_blocks(info, first, count, all_channels=False, block_size=block_size), block_size)
 
 
-def _rebuffered(blocks: Iterator[np.ndarray], block_size: int) -> Iterator[np.ndarray]:
+def _rebuffered(blocks: Generator[np.ndarray, None, None], block_size: int) -> Iterator[np.ndarray]:
     """Row 0 of [1, n] blocks of any size, regrouped into 1-D blocks of exactly `block_size`."""
     pending: list[np.ndarray] = []
     held = 0
-    for block in blocks:
-        pending.append(block[0])
-        held += block.shape[1]
-        while held >= block_size:
-            joined = pending[0] if len(pending) == 1 else np.concatenate(pending)
-            yield joined[:block_size]
-            rest = joined[block_size:]
-            pending = [rest] if len(rest) else []
-            held = len(rest)
+    with contextlib.closing(blocks):  # closing this generator closes the file at once
+        for block in blocks:
+            pending.append(block[0])
+            held += block.shape[1]
+            while held >= block_size:
+                joined = pending[0] if len(pending) == 1 else np.concatenate(pending)
+                yield joined[:block_size]
+                rest = joined[block_size:]
+                pending = [rest] if len(rest) else []
+                held = len(rest)
     if held:
         yield pending[0] if len(pending) == 1 else np.concatenate(pending)
 
@@ -455,16 +458,17 @@ def iter_audio_frames(
     return _as_frames(info, _blocks(info, first, count, all_channels=True, block_size=_FRAME_SAMPLES))
 
 
-def _as_frames(info: AudioInfo, blocks: Iterator[np.ndarray]) -> Iterator:
+def _as_frames(info: AudioInfo, blocks: Generator[np.ndarray, None, None]) -> Generator:
     import av
 
     layout = info.layout or _default_layout(info.channels)
     time_base = Fraction(1, info.sample_rate)
     pts = 0
-    for block in blocks:
-        frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
-        frame.sample_rate = info.sample_rate
-        frame.pts = pts
-        frame.time_base = time_base
-        pts += block.shape[1]
-        yield frame
+    with contextlib.closing(blocks):
+        for block in blocks:
+            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
+            frame.sample_rate = info.sample_rate
+            frame.pts = pts
+            frame.time_base = time_base
+            pts += block.shape[1]
+            yield frame

@@ -19,7 +19,7 @@ import math
 import os
 import tempfile
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -250,6 +250,7 @@ class VideoWriter:
             self._container.mux(self._video.encode(None))
             if self._audio is not None:
                 self._audio.mux_until(None)
+                self._audio.close()
             self._container.close()
             self._closed = True
             if not self.overwrite and self.output.exists():  # appeared while we worked
@@ -268,6 +269,13 @@ class VideoWriter:
         if self._finished:
             return
         was_closed, self._closed = self._closed, True
+        # Unlinked first, so closing does not finish a file nobody wants (the mp4 trailer and
+        # faststart's rewrite); where an open file cannot be unlinked, it goes after closing.
+        with contextlib.suppress(OSError):
+            self._temporary.unlink()
+        soundtrack = getattr(self, "_audio", None)
+        if soundtrack is not None:
+            soundtrack.close()
         container = getattr(self, "_container", None)
         if container is not None and not was_closed:
             with contextlib.suppress(Exception):
@@ -322,7 +330,7 @@ class _Soundtrack:
         needs_resampling = self.rate != info.sample_rate or self.layout != info.layout
         self.resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate) if needs_resampling else None
         self.fifo = av.AudioFifo()
-        self.source: Iterator | None = iter_audio_frames(info, start=clip.start, duration=clip.duration)
+        self.source: Generator | None = iter_audio_frames(info, start=clip.start, duration=clip.duration)
         self.sent = 0  # samples given to the encoder
         if needs_resampling:
             log.info(
@@ -351,6 +359,12 @@ class _Soundtrack:
         frame.sample_rate = self.rate
         self.sent += frame.samples
         self.container.mux(self.stream.encode(frame))
+
+    def close(self) -> None:
+        """Close the source file now rather than when the generator is collected."""
+        if self.source is not None:
+            self.source.close()
+            self.source = None
 
     def mux_until(self, seconds: float | None) -> None:
         """Encode whole AAC frames until `seconds` of audio are in (None: all of it, and flush)."""
