@@ -112,22 +112,21 @@ class _Attention(nn.Module):
     def __init__(self, attn: SelfAttn, dtype: torch.dtype) -> None:
         super().__init__()
         channels = attn.in_channels
-        self.splits = (channels // 8, channels // 8 + channels // 2)
+        self.channels = channels
         weight = torch.cat([attn.snconv1x1_theta.weight, attn.snconv1x1_phi.weight, attn.snconv1x1_g.weight])
         self.project = nn.Conv2d(channels, weight.shape[0], 1, bias=False).to(dtype)
         self.project.weight.data.copy_(weight)
         self.output = nn.Conv2d(channels // 2, channels, 1, bias=False).to(dtype)
         self.output.weight.data.copy_(attn.snconv1x1_o_conv.weight * attn.gamma)
-        self.channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = int(x.shape[2]), int(x.shape[3])
-        theta, pooled = torch.split(self.project(x), [self.splits[0], self.splits[1]], dim=1)
-        pooled = F.max_pool2d(pooled, 2, 2)
-        phi, g = torch.split(pooled, [self.channels // 8, self.channels // 2], dim=1)
+        eighth, half = self.channels // 8, self.channels // 2
+        theta, pooled = torch.split(self.project(x), [eighth, eighth + half], dim=1)
+        phi, g = torch.split(F.max_pool2d(pooled, 2, 2), [eighth, half], dim=1)
         attn = torch.softmax(torch.matmul(theta.flatten(2).transpose(1, 2), phi.flatten(2)), dim=-1)
         attn_g = torch.matmul(g.flatten(2), attn.transpose(1, 2))
-        attn_g = attn_g.reshape(-1, self.channels // 2, height, width)
+        attn_g = attn_g.reshape(-1, half, height, width)
         return x + self.output(attn_g)
 
 
