@@ -203,8 +203,9 @@ def test_audio_is_interleaved_as_the_video_is_written(tmp_path):
     assert data.index(b"moov") < data.index(b"mdat")  # faststart: playable while downloading
 
 
-def test_no_soundtrack_and_a_single_frame_shape(tmp_path):
-    out = tmp_path / "silent.mp4"
+def test_no_soundtrack_a_single_frame_shape_and_a_unicode_path(tmp_path):
+    (tmp_path / "mis vídeos").mkdir()
+    out = tmp_path / "mis vídeos" / "silent ♪ take 2.mp4"
     with VideoWriter(out, width=32, height=32, fps=12, audio=None, options=FAST) as writer:
         for i in range(10):
             writer.write(media.frames_rgb(i, 1, 32, 32)[0])  # [H, W, 3]
@@ -359,7 +360,7 @@ def test_a_full_disk_is_a_render_error_and_leaves_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert "error" in outcome, outcome
-    assert "full.mp4" in outcome["error"] and "\n" not in outcome["error"]
+    assert "full.mp4" in outcome["error"] and "\n" not in outcome["error"], outcome
     assert list(tmp_path.iterdir()) == []
 
 
