@@ -102,16 +102,23 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else default_output(source, args.example)
 
     bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=0, unit="frame", dynamic_ncols=True, desc="render", file=sys.stderr, mininterval=0.5)
+    messages = {
+        "model": f"preparing model {options.model} (a name or checkpoint is exported once, then cached)",
+        "analysis": f"analysing {source}",
+    }
 
     def on_progress(update) -> None:  # type: ignore[no-untyped-def]
-        if bar is not None:
-            bar.total = update.frames_total
-            bar.n = update.frames_done
-            bar.refresh()
+        nonlocal bar
+        if args.quiet:
+            return
+        if update.stage in messages:
+            print(messages[update.stage], file=sys.stderr, flush=True)
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=update.frames_total, unit="frame", dynamic_ncols=True, desc="render", file=sys.stderr, mininterval=0.5)
+        bar.update(update.frames_done - bar.n)
 
     try:
         result = render(source, output, options, progress=on_progress)

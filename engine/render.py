@@ -108,8 +108,11 @@ class RenderResult:
 
 @dataclass(frozen=True)
 class Progress:
+    """A progress report: `stage` is "model", "analysis" or "render" (frames counted in the last)."""
+
     frames_done: int
     frames_total: int
+    stage: str = "render"
 
 
 def default_batch_size(device: str, resolution: int) -> int:
@@ -176,6 +179,11 @@ def render(
     if not os.path.exists(input_path):
         raise InputError(f"input {input_path} does not exist")
 
+    def report(stage: str, done: int = 0, total: int = 0) -> None:
+        if progress is not None:
+            progress(Progress(done, total, stage))
+
+    report("model")
     started = time.perf_counter()
     device_hint = options.device
     precision = _precision_for(options, "cuda" if device_hint == "cuda" else "cpu")
@@ -187,6 +195,7 @@ def render(
     times.model = time.perf_counter() - started
     log.info("model %s on %s (%s)", model_path.name, generator.device, ", ".join(generator.providers))
 
+    report("analysis")
     started = time.perf_counter()
     analysis = analyze(input_path, options.analysis)
     times.analysis = time.perf_counter() - started
@@ -226,6 +235,7 @@ def render(
             options=encode_options,
             overwrite=options.overwrite,
         ) as writer:
+            report("render", 0, path.num_frames)
             worker.start()
             while True:
                 item = _get(batches)
@@ -240,8 +250,7 @@ def render(
                 writer.write(frames)
                 times.encode += time.perf_counter() - began
                 done += len(frames)
-                if progress is not None:
-                    progress(Progress(done, path.num_frames))
+                report("render", done, path.num_frames)
             began = time.perf_counter()
     finally:
         stop.set()

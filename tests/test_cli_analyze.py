@@ -66,8 +66,8 @@ def test_existing_outputs_are_not_clobbered(song, tmp_path):
         (lambda d: d / "missing.wav", "does not exist"),
         (lambda d: d, "directory"),
         (lambda d: (d / "empty.wav").write_bytes(b"") or d / "empty.wav", "empty"),
-        (lambda d: (d / "text.mp3").write_text("hello, this is not audio\n" * 20) or d / "text.mp3", "text.mp3"),
-        (lambda d: (d / "noise.bin").write_bytes(np.random.default_rng(0).bytes(5000)) or d / "noise.bin", "noise.bin"),
+        (lambda d: (d / "text.mp3").write_text("hello, this is not audio\n" * 20) and d / "text.mp3", "text.mp3"),
+        (lambda d: (d / "noise.bin").write_bytes(np.random.default_rng(0).bytes(5000)) and d / "noise.bin", "noise.bin"),
     ],
     ids=["missing", "directory", "empty", "text-named-mp3", "random-bytes"],
 )
