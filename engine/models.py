@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "GANTERP_CACHE_DIR"
 PRETRAINED_NAMES = ("biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "pytorch_model.bin"
 _SIDECAR_SUFFIX = ".json"

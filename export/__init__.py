@@ -14,6 +14,7 @@ from __future__ import annotations
 from .checkpoint import ARCHITECTURES, PRETRAINED_NAMES, load_biggan, make_config
 from .exporter import ExportReport, check_parity, export_model, reference_frames
 from .graph import ExportableBigGAN
+from .quantize import Int8Settings, QuantizeReport, quantize_int8
 from .random_weights import make_random_biggan, write_random_checkpoint
 
 __all__ = [
@@ -21,11 +22,14 @@ __all__ = [
     "PRETRAINED_NAMES",
     "ExportReport",
     "ExportableBigGAN",
+    "Int8Settings",
+    "QuantizeReport",
     "check_parity",
     "export_model",
     "load_biggan",
     "make_config",
     "make_random_biggan",
+    "quantize_int8",
     "reference_frames",
     "write_random_checkpoint",
 ]

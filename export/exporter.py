@@ -84,8 +84,11 @@ def export_model(source: str | os.PathLike[str], output: str | os.PathLike[str],
     `ModelError` when loading, exporting or the parity check fails; nothing is written then.
     """
     started = time.perf_counter()
+    if precision == "int8":
+        return _export_int8(source, output, opset=opset, weights=weights, seed=seed, resolution=resolution,
+                            check=check, started=started)
     if precision not in PRECISIONS:
-        raise InputError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        raise InputError(f"precision {precision!r}: use one of {', '.join(PRECISIONS + ('int8',))}")
     if weights not in WEIGHTS_CHOICES:
         raise InputError(f"weights {weights!r}: use 'random' or leave it unset for the source's own weights")
     if opset is not None and (not isinstance(opset, int) or opset < 18):
@@ -126,6 +129,31 @@ def export_model(source: str | os.PathLike[str], output: str | os.PathLike[str],
     )
     log.info("wrote %s (%.1f MB) in %.1f s", output, report.size_bytes / 1e6, report.seconds)
     return report
+
+
+def _export_int8(source: str | os.PathLike[str], output: str | os.PathLike[str], *, opset: int | None,
+                 weights: str | None, seed: int, resolution: int | None, check: bool,
+                 started: float) -> ExportReport:
+    """fp32 export (parity-checked), then int8 static quantisation behind its PSNR gate."""
+    from .quantize import quantize_int8
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fp32 = output.with_name(f".{output.name}.{os.getpid()}.fp32.partial")
+    try:
+        base = export_model(source, fp32, precision="fp32", opset=opset, weights=weights, seed=seed,
+                            resolution=resolution, check=check)
+        quantized = quantize_int8(fp32, output, seed=seed)
+    finally:
+        fp32.unlink(missing_ok=True)
+    metadata = dict(quantized.metadata)
+    return ExportReport(
+        path=output, model_name=base.model_name, source=base.source, resolution=base.resolution,
+        precision="int8", opset=base.opset, weights_sha256=base.weights_sha256,
+        size_bytes=output.stat().st_size, max_abs_diff=quantized.max_abs_diff,
+        mean_abs_diff=quantized.mean_abs_diff, psnr_db=quantized.psnr_db,
+        seconds=time.perf_counter() - started, metadata=metadata,
+    )
 
 
 def _random_source(source: str | os.PathLike[str], seed: int, resolution: int | None) -> LoadedModel:

@@ -18,6 +18,8 @@ runtime_env=${GANTERP_RUNTIME_VENV:-"$PWD/.venv-runtime"}
 if [ ! -x "$runtime_env/bin/ganterp-fast" ]; then
     "$PYTHON" -m venv "$runtime_env"
     "$runtime_env/bin/python" -m pip install --quiet ".[cpu]"
+else  # refresh the package itself, keep its dependencies
+    "$runtime_env/bin/python" -m pip install --quiet --no-deps --force-reinstall .
 fi
 export GANTERP_RUNTIME_PYTHON="$runtime_env/bin/python"
 
