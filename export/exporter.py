@@ -88,7 +88,7 @@ def export_model(source: str | os.PathLike[str], output: str | os.PathLike[str],
         return _export_int8(source, output, opset=opset, weights=weights, seed=seed, resolution=resolution,
                             check=check, started=started)
     if precision not in PRECISIONS:
-        raise InputError(f"precision {precision!r}: use one of {', '.join(PRECISIONS + ('int8',))}")
+        raise InputError(f"precision {precision!r}: use one of {', '.join([*PRECISIONS, 'int8'])}")
     if weights not in WEIGHTS_CHOICES:
         raise InputError(f"weights {weights!r}: use 'random' or leave it unset for the source's own weights")
     if opset is not None and (not isinstance(opset, int) or opset < 18):
@@ -114,7 +114,7 @@ def export_model(source: str | os.PathLike[str], output: str | os.PathLike[str],
             })
         else:
             metadata[META_PREFIX + "parity_max_abs_diff"] = "unchecked"
-        _write_metadata(temporary, metadata)
+        write_metadata(temporary, metadata)
         os.replace(temporary, output)
     finally:
         temporary.unlink(missing_ok=True)
@@ -225,7 +225,8 @@ def _metadata(loaded: LoadedModel, precision: str, opset: int) -> dict[str, str]
     }
 
 
-def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
+def write_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Replace the model's metadata_props and stamp ganterp-fast as its producer."""
     model = onnx.load(str(path))
     model.producer_name = "ganterp-fast"
     model.producer_version = __version__

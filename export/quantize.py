@@ -24,7 +24,6 @@ report = quantize_int8("biggan-deep-128.onnx", "biggan-deep-128-int8.onnx")
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -39,6 +38,8 @@ import onnx
 
 from ganterp_fast import __version__
 from ganterp_fast.engine.errors import InputError, ModelError
+from ganterp_fast.engine.models import file_sha256
+from ganterp_fast.export.exporter import write_metadata
 from ganterp_fast.engine.generator import (
     META_PREFIX,
     NUM_CLASSES,
@@ -137,7 +138,7 @@ def quantize_int8(fp32_onnx: str | os.PathLike[str], output: str | os.PathLike[s
 
         def attempt(float_convs: int) -> bool:
             candidate = quantizer.build(float_convs)
-            _stamp(candidate, base)
+            write_metadata(candidate, base)
             generator = Generator(candidate, device="cpu")
             if generator.precision != "int8":
                 raise ModelError(f"the engine reads {candidate} as {generator.precision}, not int8")
@@ -171,7 +172,7 @@ def quantize_int8(fp32_onnx: str | os.PathLike[str], output: str | os.PathLike[s
             META_PREFIX + "int8_float_convs": str(chosen),
             META_PREFIX + "int8_mac_share": f"{share:.3f}" if share is not None else "unknown",
         }
-        _stamp(candidate, metadata)
+        write_metadata(candidate, metadata)
         os.replace(candidate, output)
     report = QuantizeReport(
         path=output, source=source, psnr_db=psnr, max_abs_diff=figures["max_abs_diff"],
@@ -436,26 +437,7 @@ def _base_metadata(fp32: dict[str, str], source: Path, settings: Int8Settings, s
                                            "one-hot and two-class mixes"),
         META_PREFIX + "int8_heldout": f"{HELDOUT_SAMPLES} other latents (same distribution), seed {seed}",
         META_PREFIX + "int8_min_psnr_db": f"{min_psnr:g}",
-        META_PREFIX + "int8_source_sha256": _sha256(source),
+        META_PREFIX + "int8_source_sha256": file_sha256(source),
         META_PREFIX + "int8_onnxruntime_version": onnxruntime.__version__,
         META_PREFIX + "int8_quantizer_version": __version__,
     }
-
-
-def _stamp(path: Path, metadata: dict[str, str]) -> None:
-    """Replace the model's metadata_props (drops the quantiser's pre-process marker)."""
-    model = onnx.load(str(path))
-    model.producer_name = "ganterp-fast"
-    model.producer_version = __version__
-    del model.metadata_props[:]
-    for key, value in metadata.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

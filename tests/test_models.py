@@ -46,7 +46,7 @@ def test_unknown_model_lists_what_is_accepted(cache: Path) -> None:
     message = str(info.value)
     assert "biggan-deep-128" in message and "checkpoint directory" in message and ".onnx" in message
     with pytest.raises(InputError, match="precision"):
-        models.resolve_model("biggan-deep-128", precision="int8")
+        models.resolve_model("biggan-deep-128", precision="int4")
 
 
 def test_checkpoint_dir_without_weights(cache: Path, tmp_path: Path) -> None:
