@@ -23,7 +23,7 @@ import numpy as np
 
 from .analysis import Analysis, AnalysisOptions, analyze
 from .errors import GanterpError, InputError, RenderError
-from .files import check_output
+from .files import check_output, same_file
 from .path import LatentPath, PathOptions, parse_fps
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,15 @@ def default_batch_size(device: str, resolution: int) -> int:
     return 4
 
 
+def planned_device(device: str) -> str:
+    """The device a generator asked for `device` will most likely run on ("cpu" or "cuda")."""
+    from .generator import _import_onnxruntime, plan_providers
+
+    if device != "auto":
+        return device
+    return plan_providers(_import_onnxruntime().get_available_providers(), device="auto").device
+
+
 def _precision_for(options: RenderOptions, device: str) -> str:
     if options.precision != "auto":
         return options.precision
@@ -131,8 +140,9 @@ def _precision_for(options: RenderOptions, device: str) -> str:
 def _is_out_of_memory(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, MemoryError) or any(
-        marker in text for marker in ("out of memory", "failed to allocate memory", "cudaerrormemoryallocation", "bad_alloc")
-    )
+        marker in text
+        for marker in ("out of memory", "failed to allocate memory", "cudaerrormemoryallocation", "bad_alloc", "status_alloc_failed")
+    )  # the last: cuBLAS's and cuDNN's CUBLAS_STATUS_ALLOC_FAILED / CUDNN_STATUS_ALLOC_FAILED
 
 
 class _BatchRunner:
@@ -168,16 +178,21 @@ def render(
     progress: Callable[[Progress], None] | None = None,
 ) -> RenderResult:
     """Render a music video of `input_path` into `output_path` (H.264 mp4 with the soundtrack)."""
-    from .encode import AudioClip, EncodeOptions, VideoWriter
+    from .audio import excerpt_samples, probe_audio
+    from .encode import AudioClip, EncodeOptions, VideoWriter, container_for
     from .generator import Generator
     from .models import resolve_model
 
     options = options or RenderOptions()
     times = StageTimes()
     wall_start = time.perf_counter()
+    # Everything a user can get wrong is found here, before a model export or analysis.
+    info = probe_audio(input_path)
+    excerpt_samples(info, options.analysis.start, options.analysis.duration)
+    if same_file(input_path, output_path):
+        raise InputError(f"output {output_path} is the input file: choose another name for the video")
     output = check_output(output_path, overwrite=options.overwrite)
-    if not os.path.exists(input_path):
-        raise InputError(f"input {input_path} does not exist")
+    container_for(output)
 
     def report(stage: str, done: int = 0, total: int = 0) -> None:
         if progress is not None:
@@ -185,13 +200,20 @@ def render(
 
     report("model")
     started = time.perf_counter()
-    device_hint = options.device
-    precision = _precision_for(options, "cuda" if device_hint == "cuda" else "cpu")
+    planned = planned_device(options.device)
+    precision = _precision_for(options, planned)
     model_path = resolve_model(options.model, precision=precision, weights=options.weights, seed=options.weights_seed)
     generator = Generator(model_path, device=options.device, threads=options.threads)
-    if options.precision == "auto" and generator.device == "cuda" and precision != "fp16":
-        model_path = resolve_model(options.model, precision="fp16", weights=options.weights, seed=options.weights_seed)
-        generator = Generator(model_path, device="cuda")
+    if options.precision not in ("auto", generator.precision) and model_path == Path(options.model).expanduser():
+        raise InputError(
+            f"--precision {options.precision} asked for, but {model_path} is a ready {generator.precision} model; "
+            f"leave --precision at auto, or export the model with --precision {options.precision}"
+        )
+    if _precision_for(options, generator.device) != precision and not str(options.model).endswith(".onnx"):
+        # CUDA was offered but could not be used (or the reverse): the precision that suits.
+        precision = _precision_for(options, generator.device)
+        model_path = resolve_model(options.model, precision=precision, weights=options.weights, seed=options.weights_seed)
+        generator = Generator(model_path, device=generator.device, threads=options.threads)
     times.model = time.perf_counter() - started
     log.info("model %s on %s (%s)", model_path.name, generator.device, ", ".join(generator.providers))
 
@@ -244,7 +266,8 @@ def render(
                 if isinstance(item, BaseException):
                     if isinstance(item, GanterpError):
                         raise item
-                    raise RenderError(f"the generator failed after {done} frames: {item}") from item
+                    reason = " ".join(str(item).split()) or type(item).__name__
+                    raise RenderError(f"the generator failed after {done} frames: {reason}") from item
                 _, frames = item
                 began = time.perf_counter()
                 writer.write(frames)

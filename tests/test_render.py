@@ -225,11 +225,11 @@ def test_render_without_torch_in_a_runtime_only_environment(tiny_onnx, tmp_path)
     python = os.environ.get("GANTERP_RUNTIME_PYTHON")
     if not python:
         pytest.skip("GANTERP_RUNTIME_PYTHON is not set: scripts/test.sh builds a runtime-only environment and sets it")
-    has_torch = subprocess.run([python, "-c", "import torch"], capture_output=True)
+    has_torch = subprocess.run([python, "-c", "import torch"], capture_output=True, cwd=tmp_path)
     assert has_torch.returncode != 0, "the runtime environment must not have torch"
     source = media.write_soundfile(tmp_path / "song.wav", media.music(16000, 3.0), 16000)
     out = tmp_path / "song.mp4"
-    result = subprocess.run([python, "-m", "ganterp_fast", "render", str(source), "-o", str(out), "--model", str(tiny_onnx), "-q"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([python, "-m", "ganterp_fast", "render", str(source), "-o", str(out), "--model", str(tiny_onnx), "-q"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     frames, info = decode(out)
     assert info["codec"] == "h264" and len(frames) == frame_count(3.0, Fraction(30))
