@@ -10,6 +10,8 @@ import numpy as np
 
 EXAMPLE_RATE = 22050
 EXAMPLE_SECONDS = 12.0
+# Part of the cached file name: bump it whenever example_music changes.
+EXAMPLE_VERSION = 2
 
 # A four-chord progression (A minor, F, C, G) in Hz: one chord per bar of 1.5 s.
 _CHORDS = [(220.0, 261.6, 329.6), (174.6, 220.0, 261.6), (261.6, 329.6, 392.0), (196.0, 246.9, 293.7)]
@@ -56,7 +58,7 @@ def write_example(path: str | os.PathLike[str] | None = None) -> Path:
     if path is None:
         folder = Path(tempfile.gettempdir()) / "ganterp-fast"
         folder.mkdir(exist_ok=True)
-        path = folder / "example-music.wav"
+        path = folder / f"example-music-v{EXAMPLE_VERSION}.wav"
     path = Path(path)
     if not path.exists():
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial.wav")
