@@ -126,6 +126,14 @@ def _as_fps(fps: object) -> Fraction:
     return value
 
 
+def container_for(output: str | os.PathLike[str]) -> str:
+    """The container format of an output file name (by its suffix); InputError for any other."""
+    container_format = CONTAINERS.get(Path(output).suffix.lower())
+    if container_format is None:
+        raise InputError(f"output {output} must end in one of {', '.join(CONTAINERS)}")
+    return container_format
+
+
 def _remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -164,9 +172,7 @@ class VideoWriter:
         # One reformatter for every frame: it keeps its scaler context (a fresh one per frame,
         # as VideoFrame.reformat makes, costs three times the conversion at 128 px).
         self._reformatter = VideoReformatter()
-        container_format = CONTAINERS.get(self.output.suffix.lower())
-        if container_format is None:
-            raise InputError(f"output {self.output} must end in one of {', '.join(CONTAINERS)}")
+        container_format = container_for(self.output)
         codec = choose_h264_encoder(options.codec)
 
         # The soundtrack's problems are input errors: find them before any work.

@@ -21,10 +21,23 @@ def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
         raise InputError(f"output {target} already exists: pass --overwrite (-y) to replace it")
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
+        blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if blocker == folder:
+            raise InputError(f"output folder {folder} is a file, not a folder: choose another path")
+        if blocker is not None and not blocker.is_dir():
+            raise InputError(f"output folder {folder} cannot exist: {blocker} is a file, not a folder; choose another path")
         raise InputError(f"output folder {folder} does not exist: create it first or choose another path")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"output folder {folder} is not writable: choose another path")
     return target
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name the same file (through links and relative paths)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 @contextlib.contextmanager
