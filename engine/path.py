@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 Z_DIM = 128  # BigGAN-deep's latent size
 Z_MODES = ("per-point", "fixed")
 TRUNCNORM_BOUND = 2.0  # BigGAN samples z from a normal truncated to [-2, 2]
+MIN_FPS, MAX_FPS = 1, 1000
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class PathOptions:
             raise InputError(f"truncation must be in (0, 1], got {self.truncation}")
         if int(self.seed) != self.seed or self.seed < 0:
             raise InputError(f"seed must be an integer >= 0, got {self.seed}")
+        for item in self.classes:  # unknown names and indices fail here, before any work
+            class_index(item)
 
 
 def parse_fps(value: str | float | int | Fraction, *, sample_rate: int | None = None) -> Fraction:
@@ -59,8 +62,10 @@ def parse_fps(value: str | float | int | Fraction, *, sample_rate: int | None = 
         fps = Fraction(text).limit_denominator(1_000_000)
     except (ValueError, ZeroDivisionError):
         raise InputError(f"fps must be a positive number, a ratio such as 30000/1001, or 'native'; got {value!r}") from None
-    if fps <= 0 or fps > 1000:
-        raise InputError(f"fps must be above 0 and at most 1000, got {value!r}")
+    # Below 1 fps a single frame would outlast a short song (frames are at least 1), leaving a
+    # video longer than its soundtrack; above 1000 no player shows the frames.
+    if not MIN_FPS <= fps <= MAX_FPS:
+        raise InputError(f"fps must be from {MIN_FPS} to {MAX_FPS} frames per second (e.g. 24, 30, 30000/1001), got {value!r}")
     return fps
 
 
