@@ -7,7 +7,9 @@ import json
 
 from ganterp_fast.cli.options import add_analysis_args, add_input_args, analysis_options, resolve_input
 from ganterp_fast.engine.analysis import analyze
-from ganterp_fast.engine.files import atomic_output, check_output
+from ganterp_fast.engine.errors import InputError
+from ganterp_fast.engine.files import atomic_output, check_output, same_file
+from ganterp_fast.engine.plot import plot_format
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +38,13 @@ def run(args: argparse.Namespace) -> int:
     source = resolve_input(args)
     for path in (args.json, args.plot):
         if path:
+            if same_file(path, source):
+                raise InputError(f"output {path} is the input file: choose another name")
             check_output(path, overwrite=args.overwrite)
+    if args.json and args.plot and same_file(args.json, args.plot):
+        raise InputError(f"--json and --plot both name {args.json}: give them different names")
+    if args.plot:
+        plot_format(args.plot)
     result = analyze(source, options, keep_plot=bool(args.plot))
     if args.json:
         with atomic_output(args.json, overwrite=args.overwrite) as temporary:

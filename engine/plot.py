@@ -7,12 +7,24 @@ import os
 import numpy as np
 
 from .analysis import Analysis
-from .errors import MissingExtraError
+from .errors import InputError, MissingExtraError
 from .files import atomic_output
+
+# Image formats the plot is written in, by file suffix (none: PNG).
+PLOT_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg")
+
+
+def plot_format(path: str | os.PathLike[str]) -> str:
+    """The image format of a plot's file name; InputError naming the name for any other suffix."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if suffix and suffix not in PLOT_FORMATS:
+        raise InputError(f"plot {os.fspath(path)} must end in one of {', '.join('.' + f for f in PLOT_FORMATS)}")
+    return suffix or "png"
 
 
 def plot_analysis(analysis: Analysis, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
     """Draw what the seed shows, on one time axis in seconds, into an image file (PNG, SVG, PDF)."""
+    image_format = plot_format(path)
     try:
         import matplotlib
 
@@ -60,9 +72,8 @@ def plot_analysis(analysis: Analysis, path: str | os.PathLike[str], *, overwrite
     ax_alpha.set_xlabel("time (s)")
     ax_alpha.set_xlim(0, max(analysis.duration_s, 1e-3))
 
-    suffix = os.path.splitext(os.fspath(path))[1].lower() or ".png"
     try:
         with atomic_output(path, overwrite=overwrite) as temporary:
-            fig.savefig(temporary, dpi=110, format=suffix.lstrip("."))
+            fig.savefig(temporary, dpi=110, format=image_format)
     finally:
         plt.close(fig)
