@@ -74,6 +74,12 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, unwound as a KeyboardInterrupt."""
 
 
+def _describe_os_error(exc: OSError) -> str:
+    """One line: what failed and on which file ("No space left on device: out.mp4")."""
+    reason = " ".join(str(exc.strerror or exc).split())
+    return f"{reason}: {exc.filename}" if exc.filename else reason
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -96,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ganterp-fast {args.command}: interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
+        return 1
+    except OSError as exc:  # a fault of the disk or the system while working (disk full, I/O error)
+        if args.debug:
+            raise
+        print(f"ganterp-fast {args.command}: error: {_describe_os_error(exc)}", file=sys.stderr)
         return 1
     except MemoryError:
         if args.debug:
