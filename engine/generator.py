@@ -232,7 +232,10 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     except OSError as exc:
         raise ModelError(f"cannot read the model {path}: {exc}") from exc
     except (ValueError, UnicodeDecodeError, struct.error) as exc:
-        raise ModelError(f"{path} is not an ONNX model ({exc})") from exc
+        raise ModelError(
+            f"{path} is not an ONNX model, or only part of one ({exc}); "
+            "make one with: ganterp-fast export biggan-deep-128 -o model.onnx"
+        ) from exc
     return metadata
 
 
