@@ -50,7 +50,7 @@ class AnalysisOptions:
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.threshold) or self.threshold < 0:
-            raise InputError(f"threshold must be a number >= 0, got {self.threshold}")
+            raise InputError(f"threshold must be a finite number >= 0, got {self.threshold}")
         if self.inflection_type not in INFLECTION_TYPES:
             raise InputError(
                 f"inflection type must be one of {', '.join(INFLECTION_TYPES)}, got {self.inflection_type!r}"
