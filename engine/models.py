@@ -69,13 +69,22 @@ def resolve_model(model: str | os.PathLike[str], *, precision: str = "fp32", wei
         return path
     key = cache_key(text, precision=precision, weights=weights, seed=seed)
     directory = cache_dir() / "models"
-    directory.mkdir(parents=True, exist_ok=True)
     entry = directory / f"{_slug(key)}-{precision}-{_digest(key)[:16]}.onnx"
-    with _locked(entry.with_name(entry.name + ".lock")):
+    with contextlib.ExitStack() as stack:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(_locked(entry.with_name(entry.name + ".lock")))
+        except OSError as exc:
+            raise InputError(
+                f"cannot use the model cache {directory}: {exc.strerror or exc}; set {CACHE_ENV} to a writable folder"
+            ) from None
         if _entry_valid(entry, key):
             log.info("model cache hit: %s", entry)
             return entry
         _remove_entry(entry)
+        # Whoever builds this entry holds the lock: partial files left now are from a killed export.
+        for stale in entry.parent.glob(f".{entry.name}.*partial"):
+            stale.unlink(missing_ok=True)
         log.info("model cache miss: exporting %s (%s) to %s", text, precision, entry)
         export = _import_export()
         export.export_model(text, entry, precision=precision, weights=weights, seed=seed)

@@ -810,9 +810,6 @@ def test_a_damaged_cache_entry_is_rebuilt(tiny_checkpoint, tiny_onnx, tmp_path, 
     assert models._entry_valid(entry, key)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/models.py (being edited elsewhere): a killed export leaves export_model's "
-    "'.<entry>.<pid>.partial' in the cache forever; resolve_model should remove stale ones under the lock"))
 def test_a_killed_exports_temporary_file_is_cleaned_up(tiny_checkpoint, tiny_onnx, tmp_path, monkeypatch):
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(models, "_import_export", lambda: _CopyExport(tiny_onnx, []))
@@ -824,9 +821,6 @@ def test_a_killed_exports_temporary_file_is_cleaned_up(tiny_checkpoint, tiny_onn
     assert partials(entry.parent) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/models.py (being edited elsewhere): an unusable GANTERP_CACHE_DIR surfaces as a bare OSError "
-    "(exit 1, 'Not a directory: ...'); it should be an InputError naming the folder and GANTERP_CACHE_DIR"))
 def test_an_unusable_cache_folder_is_exit_2_naming_the_setting(song, tmp_path):
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
