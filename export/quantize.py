@@ -286,13 +286,18 @@ def _prepare(source: Path, work: Path, preprocess: bool) -> Path:
         return source
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepared = work / "prepared.onnx"
+    prepared = (work / "prepared.onnx").resolve()
+    source = source.resolve()
     started = time.perf_counter()
+    previous = os.getcwd()
+    os.chdir(work)  # where shape inference drops its debug file when it gives up
     try:
         quant_pre_process(str(source), str(prepared), auto_merge=True)
     except Exception as exc:  # symbolic shape inference raises bare Exception
         log.warning("quant_pre_process failed (%s); quantising the model as exported", exc)
         return source
+    finally:
+        os.chdir(previous)
     log.info("pre-processed for quantisation in %.1f s", time.perf_counter() - started)
     return prepared
 
