@@ -31,7 +31,6 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import markdown_table, write_results
+from ganterp_fast.engine.render import StageTimes
 
 RESOLUTION = 128
 DEFAULT_WORK = Path(tempfile.gettempdir()) / "ganterp-fast-bench"
@@ -162,14 +162,8 @@ def write_music(path: Path, seconds: float) -> Path:
 # The eager pipeline (the seed's and peers' way)
 
 
-@dataclass
-class BaselineTimes:
-    model: float = 0.0
-    analysis: float = 0.0
-    path: float = 0.0
-    inference: float = 0.0
-    encode: float = 0.0
-    wall: float = 0.0
+# The eager pipeline's stages are the engine's stages.
+BaselineTimes = StageTimes
 
 
 def eager_uint8(model: Any, z: np.ndarray, classes: np.ndarray, truncation: float) -> np.ndarray:
