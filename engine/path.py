@@ -57,7 +57,12 @@ def parse_fps(value: str | float | int | Fraction, *, sample_rate: int | None = 
     if text == "native":
         if sample_rate is None:
             raise InputError("fps 'native' needs the audio's sample rate")
-        return Fraction(sample_rate, 128)
+        fps = Fraction(sample_rate, 128)
+        if fps > MAX_FPS:
+            raise InputError(
+                f"fps 'native' is {float(fps):g} at {sample_rate} Hz, above {MAX_FPS}: give a rate such as 30 or 60"
+            )
+        return fps
     try:
         fps = Fraction(text).limit_denominator(1_000_000)
     except (ValueError, ZeroDivisionError):

@@ -108,3 +108,9 @@ def test_frame_count_matches_audio_length():
 def test_bad_path_options(kwargs):
     with pytest.raises(InputError):
         PathOptions(**kwargs)
+
+
+def test_native_fps_past_the_limit_asks_for_a_number():
+    assert parse_fps("native", sample_rate=96000) == 750
+    with pytest.raises(InputError, match="192000 Hz"):
+        parse_fps("native", sample_rate=192000)
