@@ -51,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     video = parser.add_argument_group("video")
     video.add_argument("--fps", default=str(_DEFAULTS.fps), help="frame rate: 24, 25, 30, 30000/1001, 60, ... or 'native' (sample rate / 128, one frame per spectrogram column) (default: %(default)s)")
     video.add_argument("--crf", type=int, default=_DEFAULTS.crf, help="x264 quality, 0-51, lower is better (default: %(default)s)")
+    video.add_argument("--encoder-threads", type=int, default=_DEFAULTS.encoder_threads, metavar="N", help="x264 threads; 0: automatic (default: %(default)s)")
     video.add_argument("--preset", choices=X264_PRESETS, default=_DEFAULTS.preset, help="x264 speed/size trade-off (default: %(default)s)")
 
     model = parser.add_argument_group("model and hardware")
@@ -90,6 +91,7 @@ def options_from_args(args: argparse.Namespace) -> RenderOptions:
         crf=args.crf,
         preset=args.preset,
         threads=args.threads,
+        encoder_threads=args.encoder_threads,
         overwrite=args.overwrite,
         analysis=analysis_options(args),
         path=PathOptions(classes=classes, z_mode=args.z_mode, truncation=args.truncation, seed=args.seed),

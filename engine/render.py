@@ -48,6 +48,7 @@ class RenderOptions:
     crf: int = 18
     preset: str = "medium"
     threads: int | None = None  # ONNX Runtime intra-op threads on the CPU (None: automatic)
+    encoder_threads: int = 0  # x264 threads (0: automatic); raise it on GPU hosts with many cores
     overwrite: bool = False
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
     path: PathOptions = field(default_factory=PathOptions)
@@ -65,6 +66,8 @@ class RenderOptions:
             raise InputError(f"crf must be in 0..51 (lower is better quality), got {self.crf}")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"threads must be at least 1, got {self.threads}")
+        if int(self.encoder_threads) != self.encoder_threads or self.encoder_threads < 0:
+            raise InputError(f"encoder threads must be an integer >= 0 (0: automatic), got {self.encoder_threads}")
         if str(self.fps).strip().lower() != "native":
             parse_fps(self.fps)  # validate early; 'native' needs the audio's rate
 
@@ -227,7 +230,7 @@ def render(
     batch_size = options.batch_size or default_batch_size(generator.device, generator.resolution)
     runner = _BatchRunner(generator, options.path.truncation, batch_size)
     clip = AudioClip(Path(input_path), start=options.analysis.start, duration=analysis.duration_s)
-    encode_options = EncodeOptions(crf=options.crf, preset=options.preset)
+    encode_options = EncodeOptions(crf=options.crf, preset=options.preset, threads=int(options.encoder_threads))
 
     batches: queue.Queue[tuple[int, np.ndarray] | BaseException | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
     stop = threading.Event()
