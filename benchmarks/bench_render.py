@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import logging
 import math
 import os
@@ -146,16 +145,10 @@ def prepare_int8(fp32: Path, path: Path, seed: int) -> tuple[Path, dict[str, Any
 
 def write_music(path: Path, seconds: float) -> Path:
     """`seconds` of the built-in example music (22.05 kHz stereo, sections every 2 s) as a WAV."""
-    import soundfile
+    from ganterp_fast.engine.example import write_example
 
-    from ganterp_fast.engine.example import EXAMPLE_RATE, example_music
-
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial.wav")
-        soundfile.write(partial, example_music(seconds=seconds).T, EXAMPLE_RATE, subtype="PCM_16")
-        os.replace(partial, path)
-    return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_example(path, seconds=seconds)
 
 
 # ----------------------------------------------------------------------------------------
@@ -297,23 +290,6 @@ def compare_any(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def x264_threads(threads: int | None) -> Iterator[None]:
-    """Benchmark-only: `render` builds EncodeOptions(crf, preset) itself, with x264 threads on
-    automatic; this swaps in a thread count for the duration of one render."""
-    if threads is None:
-        yield
-        return
-    from ganterp_fast.engine import encode
-
-    original = encode.EncodeOptions
-    encode.EncodeOptions = functools.partial(original, threads=threads)  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        encode.EncodeOptions = original  # type: ignore[misc]
-
-
-@contextlib.contextmanager
 def captured_frames(store: list[np.ndarray] | None) -> Iterator[None]:
     """Benchmark-only: keep a copy of every frame `render` hands to the encoder (a few ms)."""
     if store is None:
@@ -340,9 +316,10 @@ def run_render(input_path: Path, output: Path, model: Path, *, fps: Fraction, ba
     from ganterp_fast.engine.render import RenderOptions, render
 
     options = RenderOptions(model=str(model), batch_size=batch_size, threads=threads, fps=fps, crf=crf,
-                            preset=preset, overwrite=True, path=path_options, analysis=analysis_options)
+                            preset=preset, encoder_threads=encoder_threads or 0, overwrite=True,
+                            path=path_options, analysis=analysis_options)
     cpu: dict[str, Any] = {}
-    with x264_threads(encoder_threads), captured_frames(capture), cpu_accounting(cpu):
+    with captured_frames(capture), cpu_accounting(cpu):
         result = render(input_path, output, options)
     t = result.times
     job = t.wall - t.model

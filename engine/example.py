@@ -51,8 +51,9 @@ def example_music(seconds: float = EXAMPLE_SECONDS, sample_rate: int = EXAMPLE_R
     return np.stack([left, right]).astype(np.float32)
 
 
-def write_example(path: str | os.PathLike[str] | None = None) -> Path:
-    """Write the example music as a 16-bit WAV (to a temporary file when no path is given)."""
+def write_example(path: str | os.PathLike[str] | None = None, *, seconds: float = EXAMPLE_SECONDS) -> Path:
+    """Write `seconds` of the example music as a 16-bit WAV, unless `path` already exists
+    (default: a file in the temporary folder, named for the music's version)."""
     import soundfile
 
     if path is None:
@@ -62,6 +63,6 @@ def write_example(path: str | os.PathLike[str] | None = None) -> Path:
     path = Path(path)
     if not path.exists():
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial.wav")
-        soundfile.write(partial, example_music().T, EXAMPLE_RATE, subtype="PCM_16")
+        soundfile.write(partial, example_music(seconds).T, EXAMPLE_RATE, subtype="PCM_16")
         os.replace(partial, path)
     return path
