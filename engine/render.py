@@ -203,16 +203,17 @@ def render(
 
     report("model")
     started = time.perf_counter()
+    ready_model = str(options.model).lower().endswith(".onnx")  # used as is: no export, no precision choice
     planned = planned_device(options.device)
     precision = _precision_for(options, planned)
     model_path = resolve_model(options.model, precision=precision, weights=options.weights, seed=options.weights_seed)
     generator = Generator(model_path, device=options.device, threads=options.threads)
-    if options.precision not in ("auto", generator.precision) and model_path == Path(options.model).expanduser():
+    if options.precision not in ("auto", generator.precision) and ready_model:
         raise InputError(
             f"--precision {options.precision} asked for, but {model_path} is a ready {generator.precision} model; "
             f"leave --precision at auto, or export the model with --precision {options.precision}"
         )
-    if _precision_for(options, generator.device) != precision and not str(options.model).endswith(".onnx"):
+    if _precision_for(options, generator.device) != precision and not ready_model:
         # CUDA was offered but could not be used (or the reverse): the precision that suits.
         precision = _precision_for(options, generator.device)
         model_path = resolve_model(options.model, precision=precision, weights=options.weights, seed=options.weights_seed)
@@ -277,6 +278,8 @@ def render(
                 times.encode += time.perf_counter() - began
                 done += len(frames)
                 report("render", done, path.num_frames)
+            if done != path.num_frames:  # checked before the writer closes, so nothing is kept
+                raise RenderError(f"rendered {done} frames of {path.num_frames}")
             began = time.perf_counter()
     finally:
         stop.set()
@@ -285,8 +288,6 @@ def render(
             worker.join(timeout=30)
     times.encode += time.perf_counter() - began  # flushing the encoder and the rest of the audio
     times.wall = time.perf_counter() - wall_start
-    if done != path.num_frames:
-        raise RenderError(f"rendered {done} frames of {path.num_frames}")
     return RenderResult(
         output=output,
         frames=done,
