@@ -10,8 +10,10 @@ well-conditioned random weights (full architecture, cached under `--work`):
   buffers, latents copied in, uint8 frames copied back (what a render gets);
 - `device_only`: the same session with inputs and output left on the device (no copies: the
   generator's own ceiling);
-- `cuda_graph`: one session per batch size with `enable_cuda_graph`, fixed device buffers
-  (CUDA graphs need fixed shapes and addresses, and every node on CUDA);
+- `engine_cuda_graph`: `Generator(device="cuda", cuda_graph=True)` (`render --cuda-graph`):
+  the engine's path with one captured CUDA graph per batch size, copies included;
+- `cuda_graph`: one session per batch size with `enable_cuda_graph`, fixed device buffers,
+  no copies (CUDA graphs need fixed shapes and addresses, and every node on CUDA);
 - `tensorrt`: the engine's TensorRT EP path (fp16, engine and timing caches), where offered.
 It also times libx264 on this host's CPU cores on the generated frames, to say which stage
 would bound a render here (NVENC too, where the GPU has it).
@@ -169,12 +171,11 @@ def timed_rate(run: Callable[[], Any], batch: int, *, min_seconds: float, min_ru
 
 
 def cuda_session(ort: Any, model: Path, *, cuda_graph: bool) -> Any:
-    """A CUDA session with the engine's provider options (plus `enable_cuda_graph`)."""
-    from ganterp_fast.engine.generator import plan_providers
+    """A CUDA session with the engine's provider options (`enable_cuda_graph` with `cuda_graph`)."""
+    from ganterp_fast.engine.providers import plan_providers
 
-    plan = plan_providers(ort.get_available_providers(), device="cuda", precision="fp16")
-    providers = [(name, {**options, "enable_cuda_graph": "1"} if cuda_graph and name == "CUDAExecutionProvider"
-                  else options) for name, options in plan.providers]
+    providers = plan_providers(ort.get_available_providers(), device="cuda", precision="fp16",
+                               cuda_graph=cuda_graph).providers
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(model), sess_options=options, providers=[n for n, _ in providers],
@@ -272,8 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         checkpoint, checkpoint_s = prepare_checkpoint(folder, resolution=resolution, seed=args.seed)
         model, export_s = prepare_export(checkpoint, folder / "fp16.onnx", "fp16")
         record["preparation"][resolution] = {"random_weights_s": checkpoint_s, "fp16_export_and_parity_s": export_s}
-        rows: dict[str, dict[int, Any]] = {"engine": {}, "device_only": {}, "cuda_graph": {}, "tensorrt": {}}
+        rows: dict[str, dict[int, Any]] = {"engine": {}, "engine_cuda_graph": {}, "device_only": {},
+                                           "cuda_graph": {}, "tensorrt": {}}
         engine = Generator(model, device="cuda")
+        engine_graph = None if args.no_cuda_graph else Generator(model, device="cuda", cuda_graph=True)
+        record["preparation"][resolution]["engine_cuda_graph_active"] = bool(engine_graph and engine_graph.cuda_graph)
         shared = cuda_session(ort, model, cuda_graph=False)
         frames = None
         for batch in args.batches:
@@ -292,6 +296,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                         min_seconds=args.seconds)
             except Exception as exc:
                 rows["device_only"][batch] = {"error": str(exc).splitlines()[0][:200]}
+            if engine_graph is not None and engine_graph.cuda_graph:
+                try:
+                    rows["engine_cuda_graph"][batch] = timed_rate(lambda: engine_graph(z, classes, args.truncation),
+                                                                  batch, min_seconds=args.seconds)
+                except Exception as exc:
+                    rows["engine_cuda_graph"][batch] = {"error": str(exc).splitlines()[0][:200]}
             if not args.no_cuda_graph:
                 try:
                     graph_session = cuda_session(ort, model, cuda_graph=True)
@@ -323,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         if frames is not None:
             record["encoder"][resolution] = {"libx264_fps_all_cores": round(x264_rate(frames[:16], 0), 1)}
-        engine = shared = None
+        engine = engine_graph = shared = None
     record["settings"]["load_average_1min_after"] = load_average()
     write_results("gpu", record, _markdown(record), args.out)
     return 0

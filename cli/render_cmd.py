@@ -65,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--precision", choices=PRECISIONS, default=_DEFAULTS.precision, help="auto: fp16 on CUDA, fp32 on the CPU (default: %(default)s)")
     model.add_argument("--batch-size", type=int, default=None, help="frames per generator call (default: 4 on the CPU, 16-64 on CUDA)")
     model.add_argument("--threads", type=int, default=None, help="CPU threads for the generator (default: all cores)")
+    model.add_argument("--cuda-graph", action="store_true", help="CUDA: capture one CUDA graph per batch size and replay it (less launch overhead at small batches)")
+    model.add_argument("--tensorrt", action="store_true", help="CUDA: run through ONNX Runtime's TensorRT provider (fp16; the engine is built once and cached)")
 
     add_analysis_args(parser)
     add_common_flags(parser)
@@ -92,6 +94,8 @@ def options_from_args(args: argparse.Namespace) -> RenderOptions:
         preset=args.preset,
         threads=args.threads,
         encoder_threads=args.encoder_threads,
+        cuda_graph=args.cuda_graph,
+        tensorrt=args.tensorrt,
         overwrite=args.overwrite,
         analysis=analysis_options(args),
         path=PathOptions(classes=classes, z_mode=args.z_mode, truncation=args.truncation, seed=args.seed),

@@ -3,6 +3,7 @@
 ```python
 g = Generator("model.onnx", device="auto")          # "auto" | "cpu" | "cuda"
 frames = g(z, class_vectors, truncation=0.4)        # uint8 [B, H, W, 3]
+g = Generator("model-fp16.onnx", device="cuda", cuda_graph=True, tensorrt=False)
 ```
 
 The model file is what `ganterp_fast.export` writes: inputs `z` [B, 128] (truncated noise
@@ -11,7 +12,8 @@ already multiplied by the truncation, as pytorch-pretrained-biggan expects), `cl
 Truncation reaches the graph as the 51 batch-norm statistics mixing weights, computed here
 in float64 exactly as the reference does, so any truncation in (0, 1] matches it.
 
-Provider choice lives in one pure function, `plan_providers`. Never imports torch.
+Provider choice and the IO-binding runner (device buffers, CUDA graphs) live in
+`engine.providers`. Never imports torch.
 """
 
 from __future__ import annotations
@@ -20,15 +22,23 @@ import logging
 import math
 import os
 import struct
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import InputError, MissingExtraError, ModelError, ProviderError
+from .providers import (  # noqa: F401  (CPU, DEVICES, physical_cores: re-exported for callers)
+    CPU,
+    CUDA,
+    DEVICES,
+    TENSORRT,
+    BoundRunner,
+    ProviderPlan,
+    physical_cores,
+    plan_providers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +50,6 @@ OUTPUT_NAME = "frames"
 Z_DIM = 128
 NUM_CLASSES = 1000
 N_STATS = 51  # statistics rows per batch norm: truncations 0, 0.02, ..., 1
-DEVICES = ("auto", "cpu", "cuda")
-
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-TENSORRT = "TensorrtExecutionProvider"
-# Batch sizes whose device buffers are kept (the steady batch and a short last one, ...).
-_BOUND_BATCHES_KEPT = 4
-# TensorRT optimisation profile for the dynamic batch axis.
-_TRT_BATCH = {"min": 1, "opt": 8, "max": 64}
 
 
 def truncation_weights(truncation: float | Sequence[float] | np.ndarray, n_stats: int = N_STATS) -> np.ndarray:
@@ -74,135 +75,6 @@ def truncation_weights(truncation: float | Sequence[float] | np.ndarray, n_stats
         else:
             out[row, index] = 1.0
     return out.reshape(values.shape + (n_stats,))
-
-
-# ----------------------------------------------------------------------------------------
-# Provider choice
-
-
-@dataclass(frozen=True)
-class ProviderPlan:
-    """What to ask ONNX Runtime for: providers with options, threads, IO binding."""
-
-    device: str  # "cuda" or "cpu"
-    providers: tuple[tuple[str, dict[str, str]], ...]
-    intra_op_threads: int
-    io_binding: bool
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def provider_names(self) -> list[str]:
-        return [name for name, _ in self.providers]
-
-
-def plan_providers(available: Sequence[str], *, device: str = "auto", precision: str = "fp32",
-                   tensorrt: bool = False, threads: int | None = None, cpu_cores: int | None = None,
-                   trt_cache_dir: str | os.PathLike[str] | None = None) -> ProviderPlan:
-    """Choose execution providers and options for a model of `precision` on `device`.
-
-    CUDA (with IO binding and device buffers) when asked for or, for "auto", when ONNX Runtime
-    offers it; the CPU otherwise, with one intra-op thread per physical core. Pure: unit-testable
-    without a GPU. Raises `ProviderError` when "cuda" or TensorRT is asked for and not offered.
-    """
-    if device not in DEVICES:
-        raise InputError(f"device {device!r}: use one of {', '.join(DEVICES)}")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise InputError(f"threads {threads!r}: use a positive whole number, or None for one per physical core")
-    available = list(available)
-    cores = max(1, cpu_cores if cpu_cores is not None else physical_cores())
-    # More threads than CPUs only makes ONNX Runtime's spinning workers fight (2000 threads on
-    # 2 CPUs: a 1-frame render measured at 2 minutes instead of half a second).
-    limit = max(cores, _usable_cpus())
-    if threads is not None and threads > limit:
-        raise InputError(f"threads {threads}: use 1 to {limit} (the CPUs here), or leave it unset for one per physical core")
-    intra = threads or cores
-    if device == "cuda" and CUDA not in available:
-        raise ProviderError(
-            f"device 'cuda' asked for, but ONNX Runtime offers only {', '.join(available) or 'nothing'}; "
-            "install the GPU build instead of the CPU one (pip uninstall onnxruntime; "
-            "pip install 'ganterp-fast[gpu]'), or use device 'cpu'"
-        )
-    if tensorrt and device == "cpu":
-        raise InputError("TensorRT runs on the GPU: drop tensorrt or use device 'cuda'/'auto'")
-    if tensorrt and TENSORRT not in available:
-        raise ProviderError(f"TensorRT asked for, but ONNX Runtime offers only {', '.join(available)}; "
-                            "install onnxruntime-gpu with TensorRT, or drop the TensorRT option")
-    use_cuda = device == "cuda" or (device == "auto" and CUDA in available)
-    notes: list[str] = []
-    if not use_cuda:
-        if precision == "fp16":
-            notes.append("an fp16 model on the CPU runs slower than fp32 (no fp16 convolutions there); "
-                         "export with --precision fp32 for CPUs")
-        return ProviderPlan("cpu", ((CPU, {}),), intra, io_binding=False, notes=tuple(notes))
-    if precision == "fp32":
-        notes.append("an fp32 model on a GPU; --precision fp16 runs about twice as fast there")
-    providers: list[tuple[str, dict[str, str]]] = []
-    if tensorrt:
-        providers.append((TENSORRT, _tensorrt_options(trt_cache_dir)))
-    providers.append((CUDA, {
-        "device_id": "0",
-        "cudnn_conv_algo_search": "EXHAUSTIVE",
-        "cudnn_conv_use_max_workspace": "1",
-        "do_copy_in_default_stream": "1",
-        "arena_extend_strategy": "kSameAsRequested",
-    }))
-    providers.append((CPU, {}))
-    return ProviderPlan("cuda", tuple(providers), intra, io_binding=True, notes=tuple(notes))
-
-
-def _tensorrt_options(cache_dir: str | os.PathLike[str] | None) -> dict[str, str]:
-    """TensorRT: fp16 kernels, engine and timing caches, a profile for the batch axis."""
-
-    def shapes(batch: int) -> str:
-        return f"z:{batch}x{Z_DIM},class_vector:{batch}x{NUM_CLASSES},truncation_weights:{batch}x{N_STATS}"
-
-    options = {
-        "device_id": "0",
-        "trt_fp16_enable": "True",
-        "trt_profile_min_shapes": shapes(_TRT_BATCH["min"]),
-        "trt_profile_opt_shapes": shapes(_TRT_BATCH["opt"]),
-        "trt_profile_max_shapes": shapes(_TRT_BATCH["max"]),
-    }
-    if cache_dir is not None:
-        options.update({
-            "trt_engine_cache_enable": "True",
-            "trt_engine_cache_path": os.fspath(cache_dir),
-            "trt_timing_cache_enable": "True",
-            "trt_timing_cache_path": os.fspath(cache_dir),
-        })
-    return options
-
-
-def _usable_cpus() -> int:
-    """Logical CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def physical_cores() -> int:
-    """Physical cores this process may run on (hyper-threads share a core's FMA units)."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = []
-    cores = set()
-    for cpu in cpus:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            cores.add(((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip()))
-        except OSError:
-            cores = set()
-            break
-    if cores:
-        return len(cores)
-    try:
-        import psutil
-
-        return int(psutil.cpu_count(logical=False) or len(cpus) or os.cpu_count() or 1)
-    except ImportError:
-        return len(cpus) or os.cpu_count() or 1
 
 
 # ----------------------------------------------------------------------------------------
@@ -325,11 +197,15 @@ def _import_onnxruntime() -> Any:
 class Generator:
     """BigGAN frames from latents, through ONNX Runtime.
 
-    One call at a time per instance (device buffers are reused between calls).
+    One call at a time per instance (device buffers are reused between calls). On CUDA the
+    inputs and frames go through preallocated device buffers (IO binding); `cuda_graph`
+    also captures one CUDA graph per batch size and replays it (falls back to plain CUDA,
+    with a warning, when the session cannot capture); `tensorrt` puts the TensorRT provider
+    first (fp16, engine cache under the model cache).
     """
 
     def __init__(self, model_path: str | os.PathLike[str], *, device: str = "auto",
-                 threads: int | None = None, tensorrt: bool = False) -> None:
+                 threads: int | None = None, tensorrt: bool = False, cuda_graph: bool = False) -> None:
         ort = _import_onnxruntime()
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
@@ -346,30 +222,43 @@ class Generator:
             trt_cache = cache_dir() / "tensorrt"
             trt_cache.mkdir(parents=True, exist_ok=True)
         plan = plan_providers(ort.get_available_providers(), device=device, precision=self._precision,
-                              tensorrt=tensorrt, threads=threads, trt_cache_dir=trt_cache)
+                              tensorrt=tensorrt, cuda_graph=cuda_graph, threads=threads, trt_cache_dir=trt_cache)
         for note in plan.notes:
             log.warning(note)
+        try:
+            self._session = self._make_session(ort, plan)
+        except Exception as exc:  # onnxruntime raises its own non-exported exception types
+            if not plan.cuda_graph:
+                raise ModelError(f"ONNX Runtime cannot load {self.model_path}: {exc}") from exc
+            # Capture needs every node on the GPU; some models or builds keep a few on the CPU.
+            log.warning("CUDA graphs are not possible for %s (%s); running without them",
+                        self.model_path.name, str(exc).splitlines()[0][:200])
+            plan = plan.without_cuda_graph()
+            try:
+                self._session = self._make_session(ort, plan)
+            except Exception as again:
+                raise ModelError(f"ONNX Runtime cannot load {self.model_path}: {again}") from again
+        self._providers = list(self._session.get_providers())
+        self._plan = self._confirm_providers(plan, device, tensorrt)
+        self._check_signature()
+        self._runner = (BoundRunner(self._session, ort, "cuda", cuda_graph=self._plan.cuda_graph)
+                        if self._plan.io_binding else None)
+        log.info("generator %s: %d px %s on %s (providers %s, %d threads%s)", self.model_path.name,
+                 self._resolution, self._precision, self._plan.device, ", ".join(self._providers),
+                 self._plan.intra_op_threads, ", CUDA graphs" if self._plan.cuda_graph else "")
+
+    def _make_session(self, ort: Any, plan: ProviderPlan) -> Any:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = plan.intra_op_threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
-        try:
-            self._session = ort.InferenceSession(
-                str(self.model_path), sess_options=options,
-                providers=[name for name, _ in plan.providers],
-                provider_options=[opts for _, opts in plan.providers],
-            )
-        except Exception as exc:  # onnxruntime raises its own non-exported exception types
-            raise ModelError(f"ONNX Runtime cannot load {self.model_path}: {exc}") from exc
-        self._providers = list(self._session.get_providers())
-        self._plan = self._confirm_providers(plan, device, tensorrt)
-        self._check_signature()
-        self._runner = _BoundRunner(self._session, ort, "cuda") if self._plan.io_binding else None
-        log.info("generator %s: %d px %s on %s (providers %s, %d threads)", self.model_path.name,
-                 self._resolution, self._precision, self._plan.device, ", ".join(self._providers),
-                 self._plan.intra_op_threads)
+        return ort.InferenceSession(
+            str(self.model_path), sess_options=options,
+            providers=[name for name, _ in plan.providers],
+            provider_options=[opts for _, opts in plan.providers],
+        )
 
     def _confirm_providers(self, plan: ProviderPlan, device: str, tensorrt: bool) -> ProviderPlan:
         """onnxruntime-gpu falls back to the CPU silently: compare what runs with what was asked."""
@@ -425,6 +314,11 @@ class Generator:
         """Intra-op threads of the session."""
         return self._plan.intra_op_threads
 
+    @property
+    def cuda_graph(self) -> bool:
+        """Whether batches replay captured CUDA graphs (asked for, on CUDA, and accepted by the session)."""
+        return self._plan.cuda_graph
+
     # -- running --------------------------------------------------------------------------
 
     def __call__(self, z: np.ndarray, class_vectors: np.ndarray,
@@ -469,46 +363,3 @@ class Generator:
             "class_vector": classes,
             "truncation_weights": np.ascontiguousarray(weights, dtype=np.float32),
         }
-
-
-class _BoundRunner:
-    """IO binding with preallocated device buffers per batch size (inputs and output).
-
-    Inputs are copied into the buffers, the session runs device to device, and only the
-    uint8 frames come back. Works with any device ONNX Runtime knows ("cuda", "cpu").
-    """
-
-    def __init__(self, session: Any, ort: Any, device_type: str, device_id: int = 0) -> None:
-        self._session = session
-        self._ort = ort
-        self._device = (device_type, device_id)
-        self._buffers: OrderedDict[int, tuple[Any, dict[str, Any], Any]] = OrderedDict()
-        output = session.get_outputs()[0]
-        self._frame_shape = tuple(int(d) for d in output.shape[1:])
-
-    def _allocate(self, batch: int, feeds: dict[str, np.ndarray]) -> tuple[Any, dict[str, Any], Any]:
-        value = self._ort.OrtValue.ortvalue_from_shape_and_type
-        binding = self._session.io_binding()
-        inputs = {}
-        for name, array in feeds.items():
-            inputs[name] = value(list(array.shape), array.dtype.type, *self._device)
-            binding.bind_ortvalue_input(name, inputs[name])
-        output = value([batch, *self._frame_shape], np.uint8, *self._device)
-        binding.bind_ortvalue_output(OUTPUT_NAME, output)
-        self._buffers[batch] = (binding, inputs, output)
-        while len(self._buffers) > _BOUND_BATCHES_KEPT:
-            self._buffers.popitem(last=False)
-        return self._buffers[batch]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        batch = feeds["z"].shape[0]
-        entry = self._buffers.get(batch)
-        if entry is None:
-            entry = self._allocate(batch, feeds)
-        else:
-            self._buffers.move_to_end(batch)
-        binding, inputs, output = entry
-        for name, array in feeds.items():
-            inputs[name].update_inplace(array)
-        self._session.run_with_iobinding(binding)
-        return np.array(output.numpy(), copy=True)

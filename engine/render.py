@@ -49,6 +49,10 @@ class RenderOptions:
     preset: str = "medium"
     threads: int | None = None  # ONNX Runtime intra-op threads on the CPU (None: automatic)
     encoder_threads: int = 0  # x264 threads (0: automatic); raise it on GPU hosts with many cores
+    cuda_graph: bool = False  # CUDA: capture and replay one CUDA graph per batch size
+    tensorrt: bool = False  # CUDA: TensorRT provider first (fp16 engines, cached)
+    cuda_graph: bool = False  # CUDA: capture and replay one CUDA graph per batch size
+    tensorrt: bool = False  # CUDA: TensorRT provider first (fp16 engines, cached)
     overwrite: bool = False
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
     path: PathOptions = field(default_factory=PathOptions)
@@ -207,7 +211,8 @@ def render(
     planned = planned_device(options.device)
     precision = _precision_for(options, planned)
     model_path = resolve_model(options.model, precision=precision, weights=options.weights, seed=options.weights_seed)
-    generator = Generator(model_path, device=options.device, threads=options.threads)
+    generator = Generator(model_path, device=options.device, threads=options.threads,
+                          tensorrt=options.tensorrt, cuda_graph=options.cuda_graph)
     if options.precision not in ("auto", generator.precision) and ready_model:
         raise InputError(
             f"--precision {options.precision} asked for, but {model_path} is a ready {generator.precision} model; "
@@ -217,7 +222,8 @@ def render(
         # CUDA was offered but could not be used (or the reverse): the precision that suits.
         precision = _precision_for(options, generator.device)
         model_path = resolve_model(options.model, precision=precision, weights=options.weights, seed=options.weights_seed)
-        generator = Generator(model_path, device=generator.device, threads=options.threads)
+        generator = Generator(model_path, device=generator.device, threads=options.threads,
+                              tensorrt=options.tensorrt, cuda_graph=options.cuda_graph)
     times.model = time.perf_counter() - started
     log.info("model %s on %s (%s)", model_path.name, generator.device, ", ".join(generator.providers))
 

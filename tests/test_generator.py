@@ -17,7 +17,6 @@ from ganterp_fast.engine.generator import (
     TENSORRT,
     Generator,
     ProviderPlan,
-    _BoundRunner,
     plan_providers,
     read_metadata,
     truncation_weights,
@@ -223,57 +222,7 @@ def test_missing_onnxruntime(monkeypatch: pytest.MonkeyPatch, tiny_onnx: Path) -
         Generator(tiny_onnx)
 
 
-# -- provider choice (pure, no GPU needed) ---------------------------------------------------
-
-
-def test_plan_cpu_only() -> None:
-    plan = plan_providers([CPU], device="auto", precision="fp32", cpu_cores=6)
-    assert plan.device == "cpu" and plan.provider_names == [CPU]
-    assert plan.intra_op_threads == 6 and not plan.io_binding and not plan.notes
-
-
-def test_plan_auto_prefers_cuda() -> None:
-    plan = plan_providers([TENSORRT, CUDA, CPU], device="auto", precision="fp16", cpu_cores=4)
-    assert plan.device == "cuda" and plan.provider_names == [CUDA, CPU]
-    assert plan.io_binding and not plan.notes
-    assert dict(plan.providers)[CUDA]["device_id"] == "0"
-
-
-def test_plan_cpu_requested_with_gpu_build() -> None:
-    plan = plan_providers([CUDA, CPU], device="cpu", precision="fp32", cpu_cores=2)
-    assert plan.device == "cpu" and plan.provider_names == [CPU]
-
-
-def test_plan_precision_notes() -> None:
-    assert "fp16" in plan_providers([CUDA, CPU], device="cuda", precision="fp32").notes[0]
-    assert "slower" in plan_providers([CPU], device="cpu", precision="fp16").notes[0]
-
-
-def test_plan_cuda_unavailable() -> None:
-    with pytest.raises(ProviderError, match="onnxruntime-gpu|GPU build"):
-        plan_providers([CPU], device="cuda")
-
-
-def test_plan_tensorrt(tmp_path: Path) -> None:
-    plan = plan_providers([TENSORRT, CUDA, CPU], device="auto", precision="fp16", tensorrt=True,
-                          trt_cache_dir=tmp_path)
-    assert plan.provider_names == [TENSORRT, CUDA, CPU]
-    options = dict(plan.providers)[TENSORRT]
-    assert options["trt_fp16_enable"] == "True"
-    assert options["trt_engine_cache_path"] == str(tmp_path)
-    assert options["trt_profile_min_shapes"].startswith("z:1x128,")
-    with pytest.raises(ProviderError, match="TensorRT"):
-        plan_providers([CUDA, CPU], tensorrt=True)
-    with pytest.raises(InputError, match="TensorRT"):
-        plan_providers([TENSORRT, CUDA, CPU], device="cpu", tensorrt=True)
-
-
-def test_plan_rejects_bad_arguments() -> None:
-    with pytest.raises(InputError, match="device"):
-        plan_providers([CPU], device="tpu")
-    with pytest.raises(InputError, match="threads"):
-        plan_providers([CPU], threads=0)
-    assert plan_providers([CPU], threads=3, cpu_cores=8).intra_op_threads == 3
+# -- providers at run time ---------------------------------------------------------------------
 
 
 def test_cuda_requested_without_provider(tiny_onnx: Path) -> None:
@@ -294,22 +243,6 @@ def test_silent_cpu_fallback_is_caught(generator: Generator) -> None:
         probe._confirm_providers(cuda_plan, "cuda", False)
     adapted = probe._confirm_providers(cuda_plan, "auto", False)
     assert isinstance(adapted, ProviderPlan) and adapted.device == "cpu" and not adapted.io_binding
-
-
-def test_bound_runner_on_cpu(generator: Generator) -> None:
-    """The IO-binding path (used on CUDA) gives the plain session's frames, buffers reused."""
-    import onnxruntime
-
-    runner = _BoundRunner(generator._session, onnxruntime, "cpu")
-    results = []
-    for batch in (2, 3, 2):
-        z, classes = latents(batch, 0.5, seed=batch)
-        feeds = Generator.prepare(z, classes, 0.5)
-        bound = runner.run(feeds)
-        assert np.array_equal(bound, generator._session.run(["frames"], feeds)[0])
-        results.append(bound)
-    assert len(runner._buffers) == 2
-    assert np.array_equal(results[0], results[2])  # the first result was a copy, not the buffer
 
 
 @pytest.mark.gpu

@@ -860,7 +860,7 @@ class CheapGenerator:
     '''Frames from the latents in a few operations, so the rest of the pipeline (audio,
     analysis, path, queue, encoder, soundtrack) is what runs for the whole song.'''
 
-    def __init__(self, model_path, *, device="auto", threads=None, tensorrt=False):
+    def __init__(self, model_path, *, device="auto", threads=None, tensorrt=False, cuda_graph=False):
         self.resolution, self.device, self.providers, self.precision = 128, "cpu", ["cheap"], "fp32"
 
     def __call__(self, z, class_vectors, truncation=0.4):
