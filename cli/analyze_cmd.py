@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 
 from ganterp_fast.cli.options import add_analysis_args, add_input_args, analysis_options, resolve_input
@@ -46,13 +47,15 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot_format(args.plot)
     result = analyze(source, options, keep_plot=bool(args.plot))
-    if args.json:
-        with atomic_output(args.json, overwrite=args.overwrite) as temporary:
+    # The plot is drawn while the JSON is still a temporary file: if drawing fails, neither is kept.
+    json_output = atomic_output(args.json, overwrite=args.overwrite) if args.json else contextlib.nullcontext()
+    with json_output as temporary:
+        if temporary is not None:
             temporary.write_text(json.dumps(result.to_dict()), encoding="utf-8")
-    if args.plot:
-        from ganterp_fast.engine.plot import plot_analysis
+        if args.plot:
+            from ganterp_fast.engine.plot import plot_analysis
 
-        plot_analysis(result, args.plot, overwrite=args.overwrite)
+            plot_analysis(result, args.plot, overwrite=args.overwrite)
     if not args.quiet:
         times = result.inflection_times
         shown = ", ".join(f"{t:.2f}" for t in times[:40]) + (" ..." if len(times) > 40 else "")

@@ -17,7 +17,6 @@ import functools
 import logging
 import math
 import os
-import tempfile
 import weakref
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import numpy as np
 
 from .audio import AudioInfo, excerpt_samples, iter_audio_frames, probe_audio
 from .errors import GanterpError, InputError, RenderError
-from .files import check_output
+from .files import check_output, temporary_beside
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +182,9 @@ class VideoWriter:
 
         folder = self.output.parent
         try:
-            fd, name = tempfile.mkstemp(prefix=f".{self.output.stem}.partial-", suffix=self.output.suffix, dir=folder)
+            self._temporary = temporary_beside(self.output, prefix=f".{self.output.stem}.partial-", suffix=self.output.suffix)
         except OSError as exc:
             raise InputError(f"cannot write into {folder}: {exc.strerror or exc}") from exc
-        os.close(fd)
-        self._temporary = Path(name)
         # A writer dropped without close() or abort() still leaves no temporary file behind.
         self._finalizer = weakref.finalize(self, _remove, self._temporary)
         self._closed = False

@@ -40,14 +40,45 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
+def temporary_beside(target: Path, *, prefix: str, suffix: str) -> Path:
+    """An empty temporary file in `target`'s folder, with the permissions `target` will have.
+
+    mkstemp makes files private (0600); renamed onto the target they would stay so. The file
+    gets the existing target's mode when it replaces one, else what the umask gives a new file.
+    Raises OSError when the folder cannot be written.
+    """
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent or ".")
+    try:
+        try:
+            mode = target.stat().st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~_umask()
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    return Path(name)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux); os.umask's round trip elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on any error
     (KeyboardInterrupt included) it is removed and `path` is left as it was."""
     target = check_output(path, overwrite=overwrite)
-    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".partial{target.suffix}", dir=target.parent or ".")
-    os.close(fd)
-    temporary = Path(name)
+    temporary = temporary_beside(target, prefix=f".{target.stem}.", suffix=f".partial{target.suffix}")
     try:
         yield temporary
         if target.exists() and not overwrite:  # appeared while we worked

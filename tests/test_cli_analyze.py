@@ -50,6 +50,15 @@ def test_summary_excerpt_and_plot(song, tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
 
 
+def test_outputs_get_the_umask_permissions(song, tmp_path):
+    out, plot = tmp_path / "a.json", tmp_path / "a.png"
+    code = ("import os, sys; os.umask(0o022); from ganterp_fast.cli.main import main; "
+            f"sys.exit(main(['analyze', {str(song)!r}, '--json', {str(out)!r}, '--plot', {str(plot)!r}, '-q']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_mode & 0o777 == 0o644 and plot.stat().st_mode & 0o777 == 0o644
+
+
 def test_existing_outputs_are_not_clobbered(song, tmp_path):
     out = tmp_path / "a.json"
     out.write_text("keep me")
@@ -58,6 +67,16 @@ def test_existing_outputs_are_not_clobbered(song, tmp_path):
     assert out.read_text() == "keep me"
     assert cli("analyze", song, "--json", out, "-y").returncode == 0
     assert json.loads(out.read_text())["num_columns"] > 0
+
+
+def test_a_failed_plot_keeps_no_json(song, tmp_path):
+    """--json with --plot: the JSON is committed only once the plot is drawn (here matplotlib is missing)."""
+    out, plot = tmp_path / "a.json", tmp_path / "a.png"
+    code = ("import sys; sys.modules['matplotlib'] = None; from ganterp_fast.cli.main import main; "
+            f"sys.exit(main(['analyze', {str(song)!r}, '--json', {str(out)!r}, '--plot', {str(plot)!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "plot" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists() and not plot.exists() and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(

@@ -234,6 +234,21 @@ def test_an_existing_output_is_never_overwritten_without_asking(tmp_path):
     assert len(decode(out).frames) == 3
 
 
+def test_a_new_video_gets_the_umask_permissions_and_a_replaced_one_keeps_its_own(tmp_path):
+    """The temporary file is private while written; the finished video is readable as any new file."""
+    previous = os.umask(0o027)
+    try:
+        fresh = render(tmp_path / "fresh.mp4", frames=2, fps=30, size=(32, 32))
+        assert fresh.stat().st_mode & 0o777 == 0o640
+        kept = tmp_path / "kept.mp4"
+        kept.write_bytes(b"old")
+        kept.chmod(0o604)
+        render(kept, frames=2, fps=30, size=(32, 32), overwrite=True)
+        assert kept.stat().st_mode & 0o777 == 0o604 and len(decode(kept).frames) == 2
+    finally:
+        os.umask(previous)
+
+
 def test_abort_leaves_nothing(tmp_path):
     out = tmp_path / "gone.mp4"
     wav = media.write_soundfile(tmp_path / "s.wav", media.bursts(8000, 2.0), 8000)
