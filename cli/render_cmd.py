@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 from ganterp_fast.cli.options import add_analysis_args, add_input_args, analysis_options, resolve_input
+from ganterp_fast.engine.encode import H264_ENCODERS, X264_PRESETS
 from ganterp_fast.engine.path import Z_MODES, PathOptions
 from ganterp_fast.engine.render import DEVICES, PRECISIONS, RenderOptions, render
 
 _DEFAULTS = RenderOptions()
 _PATH_DEFAULTS = PathOptions()
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     video.add_argument("--fps", default=str(_DEFAULTS.fps), help="frame rate: 24, 25, 30, 30000/1001, 60, ... or 'native' (sample rate / 128, one frame per spectrogram column) (default: %(default)s)")
     video.add_argument("--crf", type=int, default=_DEFAULTS.crf, help="x264 quality, 0-51, lower is better (default: %(default)s)")
     video.add_argument("--encoder-threads", type=int, default=_DEFAULTS.encoder_threads, metavar="N", help="x264 threads; 0: automatic (default: %(default)s)")
+    video.add_argument("--codec", choices=(*H264_ENCODERS, "auto"), default=_DEFAULTS.codec, help="H.264 encoder: libx264 (CPU), h264_nvenc (NVIDIA GPUs with NVENC), or auto: NVENC where it opens, else libx264 (default: %(default)s)")
     video.add_argument("--preset", choices=X264_PRESETS, default=_DEFAULTS.preset, help="x264 speed/size trade-off (default: %(default)s)")
 
     model = parser.add_argument_group("model and hardware")
@@ -94,6 +95,7 @@ def options_from_args(args: argparse.Namespace) -> RenderOptions:
         preset=args.preset,
         threads=args.threads,
         encoder_threads=args.encoder_threads,
+        codec=args.codec,
         cuda_graph=args.cuda_graph,
         tensorrt=args.tensorrt,
         overwrite=args.overwrite,

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .analysis import Analysis, AnalysisOptions, analyze
+from .encode import H264_ENCODERS
 from .errors import GanterpError, InputError, RenderError
 from .files import check_output, same_file
 from .path import LatentPath, PathOptions, parse_fps
@@ -49,6 +50,7 @@ class RenderOptions:
     preset: str = "medium"
     threads: int | None = None  # ONNX Runtime intra-op threads on the CPU (None: automatic)
     encoder_threads: int = 0  # x264 threads (0: automatic); raise it on GPU hosts with many cores
+    codec: str = "libx264"  # or "h264_nvenc" (NVENC GPUs), or "auto": NVENC where it opens, else libx264
     cuda_graph: bool = False  # CUDA: capture and replay one CUDA graph per batch size
     tensorrt: bool = False  # CUDA: TensorRT provider first (fp16 engines, cached)
     cuda_graph: bool = False  # CUDA: capture and replay one CUDA graph per batch size
@@ -70,6 +72,8 @@ class RenderOptions:
             raise InputError(f"crf must be in 0..51 (lower is better quality), got {self.crf}")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"threads must be at least 1, got {self.threads}")
+        if self.codec not in (*H264_ENCODERS, "auto"):
+            raise InputError(f"codec must be one of {', '.join(H264_ENCODERS)} or auto, got {self.codec!r}")
         if int(self.encoder_threads) != self.encoder_threads or self.encoder_threads < 0:
             raise InputError(f"encoder threads must be an integer >= 0 (0: automatic), got {self.encoder_threads}")
         if str(self.fps).strip().lower() != "native":
@@ -186,7 +190,7 @@ def render(
 ) -> RenderResult:
     """Render a music video of `input_path` into `output_path` (H.264 mp4 with the soundtrack)."""
     from .audio import excerpt_samples, probe_audio
-    from .encode import AudioClip, EncodeOptions, VideoWriter, container_for
+    from .encode import AudioClip, EncodeOptions, VideoWriter, choose_h264_encoder, container_for
     from .generator import Generator
     from .models import resolve_model
 
@@ -200,6 +204,7 @@ def render(
         raise InputError(f"output {output_path} is the input file: choose another name for the video")
     output = check_output(output_path, overwrite=options.overwrite)
     container_for(output)
+    codec = choose_h264_encoder(options.codec)
 
     def report(stage: str, done: int = 0, total: int = 0) -> None:
         if progress is not None:
@@ -237,7 +242,8 @@ def render(
     batch_size = options.batch_size or default_batch_size(generator.device, generator.resolution)
     runner = _BatchRunner(generator, options.path.truncation, batch_size)
     clip = AudioClip(Path(input_path), start=options.analysis.start, duration=analysis.duration_s)
-    encode_options = EncodeOptions(crf=options.crf, preset=options.preset, threads=int(options.encoder_threads))
+    encode_options = EncodeOptions(crf=options.crf, preset=options.preset, codec=codec,
+                                   threads=int(options.encoder_threads))
 
     batches: queue.Queue[tuple[int, np.ndarray] | BaseException | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
     stop = threading.Event()

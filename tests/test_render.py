@@ -165,6 +165,26 @@ def test_existing_output_is_kept_without_overwrite(media_dir, tiny_onnx, tmp_pat
     assert out.read_bytes()[4:8] == b"ftyp"
 
 
+def test_codec_choice(media_dir, tiny_onnx, tmp_path):
+    """auto falls back to libx264 where NVENC does not open; asking for NVENC there fails before any work."""
+    from ganterp_fast.engine.encode import probe_h264_encoders
+
+    with pytest.raises(InputError, match="codec must be one of"):
+        RenderOptions(codec="h265")
+    excerpt = AnalysisOptions(duration=1.0, **{k: getattr(BUSY, k) for k in ("threshold", "rolling_length", "smoothing")})
+    auto = render_tiny(media_dir["wav8k"], tmp_path / "auto.mp4", tiny_onnx, codec="auto", fps="10", analysis=excerpt)
+    frames, info = decode(auto.output)
+    assert info["codec"] == "h264" and len(frames) == auto.frames == 10
+    if "h264_nvenc" in probe_h264_encoders():
+        pytest.skip("NVENC works here; the refusal below is for machines without it")
+    stages = []
+    with pytest.raises(InputError, match="h264_nvenc encoder does not work on this machine"):
+        render(media_dir["wav8k"], tmp_path / "nvenc.mp4", RenderOptions(model=str(tiny_onnx), codec="h264_nvenc"),
+               progress=stages.append)
+    assert stages == [] and not (tmp_path / "nvenc.mp4").exists()  # refused before the model and the analysis
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.mp4"]
+
+
 def test_unknown_class_from_the_cli_suggests_names(media_dir, tiny_onnx, tmp_path):
     result = cli("render", media_dir["wav8k"], "-o", tmp_path / "x.mp4", "--model", tiny_onnx, "--classes", "jelyfish")
     assert result.returncode == 2 and "did you mean 'jellyfish'" in result.stderr
