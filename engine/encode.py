@@ -1,9 +1,9 @@
 """The video writer: RGB frames into H.264 and the input's audio into AAC, streamed with PyAV
 into a temporary file beside the output that is renamed only on success.
 
-Sync: video pts are frame indices in a 1/fps time base; audio pts count samples from 0, so
-both start at t = 0. The AAC encoder's start-up delay (1024 samples of priming, 128 ms at
-8 kHz) is carried by FFmpeg as a negative pts on the first packet; the mp4/mov muxer turns it
+Sync: video pts are frame indices in a 1/fps time base; audio pts (`soundtrack.Soundtrack`)
+count samples from 0, so both start at t = 0. The AAC encoder's start-up delay (1024 samples
+of priming, 128 ms at 8 kHz) is carried by FFmpeg as a negative pts on the first packet; the mp4/mov muxer turns it
 into an edit list and decoders drop the priming, so the decoded soundtrack starts at 0 and its
 length (the edit list's) is the excerpt's, not a whole number of AAC frames. After every
 `write` the audio is muxed up to the video time written so far: memory stays flat and the
@@ -15,10 +15,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import os
 import weakref
-from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -27,9 +25,10 @@ from typing import NoReturn
 
 import numpy as np
 
-from .audio import AudioInfo, excerpt_samples, iter_audio_frames, probe_audio
+from .audio import AudioInfo, excerpt_samples, probe_audio
 from .errors import GanterpError, InputError, RenderError
 from .files import check_output, temporary_beside
+from .soundtrack import Soundtrack
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +37,6 @@ H264_ENCODERS = ("h264_nvenc", "libx264")  # preference order for codec="auto"
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
 # NVENC's presets p1 (fastest) .. p7 (best) for the x264 names.
 _NVENC_PRESETS = dict(zip(X264_PRESETS, ("p1", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p7", "p7")))
-# Rates the AAC encoder accepts (its sampling-frequency table).
-AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
-AAC_FRAME_SAMPLES = 1024
-# AAC allows at most 6144 bits per channel per 1024-sample frame: 6 bits/sample, 48 kb/s at 8 kHz.
-_AAC_MAX_BITS_PER_SAMPLE = 6144 / AAC_FRAME_SAMPLES
-_AAC_BITRATE_PER_CHANNEL = 96_000
 # BT.709 matrix, limited range, tagged in the stream (AVCOL_SPC/PRI/TRC_BT709 = 1, AVCOL_RANGE_MPEG = 1).
 _BT709 = 1
 _RANGE_LIMITED = 1
@@ -193,7 +186,8 @@ class VideoWriter:
             container_options = {"movflags": "+faststart"} if options.faststart and container_format != "matroska" else {}
             self._container = av.open(os.fspath(self._temporary), "w", format=container_format, options=container_options)
             self._video = self._add_video(codec)
-            self._audio = None if audio is None else _Soundtrack(self._container, self._audio_info, audio, options)
+            self._audio = None if audio is None else Soundtrack(
+                self._container, self._audio_info, start=audio.start, duration=audio.duration, bitrate=options.audio_bitrate)
         except BaseException as exc:
             self.abort()
             if isinstance(exc, (av.FFmpegError, OSError)):
@@ -318,88 +312,3 @@ class VideoWriter:
 def _reason(exc: BaseException) -> str:
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return " ".join(str(text).split())
-
-
-class _Soundtrack:
-    """The AAC stream: decodes the clip lazily and encodes it in 1024-sample frames up to a time."""
-
-    def __init__(self, container, info: AudioInfo, clip: AudioClip, options: EncodeOptions) -> None:
-        import av
-
-        self.rate = info.sample_rate if info.sample_rate in AAC_RATES else _aac_rate(info.sample_rate)
-        self.layout = _aac_layout(info)
-        self.container = container
-        self.stream = container.add_stream("aac", rate=self.rate, layout=self.layout)
-        channels = av.AudioLayout(self.layout).nb_channels
-        ceiling = int(_AAC_MAX_BITS_PER_SAMPLE * self.rate * channels)
-        self.stream.bit_rate = min(options.audio_bitrate or _AAC_BITRATE_PER_CHANNEL * channels, ceiling)
-        self.time_base = Fraction(1, self.rate)
-        self.stream.time_base = self.time_base
-        self.stream.codec_context.time_base = self.time_base
-        needs_resampling = self.rate != info.sample_rate or self.layout != info.layout
-        self.resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate) if needs_resampling else None
-        self.fifo = av.AudioFifo()
-        self.source: Generator | None = iter_audio_frames(info, start=clip.start, duration=clip.duration)
-        self.sent = 0  # samples given to the encoder
-        if needs_resampling:
-            log.info(
-                "soundtrack: %s at %d Hz re-encoded as %s at %d Hz", info.layout, info.sample_rate, self.layout, self.rate
-            )
-
-    def _pull(self) -> bool:
-        """Move one source frame into the FIFO; False once the source is exhausted (and flushed)."""
-        if self.source is None:
-            return False
-        frame = next(self.source, None)
-        if frame is None:
-            self.source = None
-            converted: Iterable = self.resampler.resample(None) if self.resampler else ()
-        else:
-            frame.pts = None  # the FIFO keeps the count; pts are set on the way out
-            converted = self.resampler.resample(frame) if self.resampler else (frame,)
-        for piece in converted:
-            piece.pts = None
-            self.fifo.write(piece)
-        return True
-
-    def _encode(self, frame) -> None:
-        frame.pts = self.sent
-        frame.time_base = self.time_base
-        frame.sample_rate = self.rate
-        self.sent += frame.samples
-        self.container.mux(self.stream.encode(frame))
-
-    def close(self) -> None:
-        """Close the source file now rather than when the generator is collected."""
-        if self.source is not None:
-            self.source.close()
-            self.source = None
-
-    def mux_until(self, seconds: float | None) -> None:
-        """Encode whole AAC frames until `seconds` of audio are in (None: all of it, and flush)."""
-        limit = math.inf if seconds is None else seconds * self.rate
-        while self.sent < limit:
-            if self.fifo.samples >= AAC_FRAME_SAMPLES:
-                self._encode(self.fifo.read(AAC_FRAME_SAMPLES))
-            elif not self._pull():
-                break
-        if seconds is None:
-            if self.fifo.samples:
-                self._encode(self.fifo.read())
-            self.container.mux(self.stream.encode(None))
-
-
-def _aac_rate(rate: int) -> int:
-    """The AAC rate nearest above `rate` (resampling up loses nothing), or 96 kHz above that."""
-    return next((r for r in AAC_RATES if r >= rate), AAC_RATES[-1])
-
-
-def _aac_layout(info: AudioInfo) -> str:
-    """Mono and stereo as they are; 5.1 kept (AAC carries it); anything else mixed to stereo."""
-    if info.channels == 1:
-        return "mono"
-    if info.channels == 6:
-        return info.layout if info.layout in ("5.1", "5.1(side)") else "5.1"
-    if info.channels != 2:
-        log.info("soundtrack: %d channels (%s) mixed down to stereo for AAC", info.channels, info.layout)
-    return "stereo"
