@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.bench_render import DEFAULT_WORK, load_average, model_folder, prepare_checkpoint, prepare_export
+from benchmarks.prepare import DEFAULT_WORK, load_average, model_folder, prepare_checkpoint, prepare_export
 from benchmarks.common import markdown_table, write_results
 
 # Useful compute per image with the 3-channel last conv (engineering-facts.md).

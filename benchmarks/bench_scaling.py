@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.bench_render import (
+from benchmarks.prepare import (
     DEFAULT_WORK,
     cpu_accounting,
     load_average,
