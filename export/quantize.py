@@ -40,6 +40,14 @@ from ganterp_fast import __version__
 from ganterp_fast.engine.errors import InputError, ModelError
 from ganterp_fast.engine.models import file_sha256
 from ganterp_fast.export.exporter import write_metadata
+from ganterp_fast.export.quantize_graph import (
+    PERCENTILE,  # noqa: F401  (importable from this module, as before the split)
+    _candidate_nodes,
+    _conv_macs,
+    _prepare,
+    _Quantizer,
+    _share,
+)
 from ganterp_fast.engine.generator import (
     META_PREFIX,
     NUM_CLASSES,
@@ -56,13 +64,7 @@ CALIBRATION_METHODS = ("minmax", "percentile")
 CALIBRATION_BATCH = 4
 HELDOUT_SAMPLES = 16
 HELDOUT_BATCH = 8
-PERCENTILE = 99.99
 TRUNCATION_BOUND = 2.0  # BigGAN's truncated normal: |z| <= 2 before scaling by the truncation
-# Merge min/max after every calibration batch instead of holding every activation of every
-# batch (the full 128 px model keeps ~100 MB of convolution activations per image). Done with
-# CalibStridedMinMax: onnxruntime 1.32's CalibMaxIntermediateOutputs discards the batches
-# it should merge (MinMaxCalibrater.collect_data clears them without computing their range).
-_CALIB_STRIDE = 1
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,8 @@ def quantize_int8(fp32_onnx: str | os.PathLike[str], output: str | os.PathLike[s
         convs, attention = _candidate_nodes(graph)
         macs = _conv_macs(graph, convs)
         del graph
-        quantizer = _Quantizer(prepared, work, convs, attention, settings, seed, calibration_batches)
+        quantizer = _Quantizer(prepared, work, convs, attention, settings,
+                               lambda: _CalibrationReader(seed, calibration_batches))
         base = _base_metadata(fp32_metadata, source, settings, seed, calibration_batches, min_psnr)
         attempts: dict[int, tuple[float, dict[str, float], Path]] = {}
 
@@ -275,126 +278,6 @@ class _CalibrationReader:
     def set_range(self, start_index: int, end_index: int) -> None:
         """The window of batches the next pass reads (strided calibration)."""
         self._next, self._stop = start_index, min(end_index, len(self._batches))
-
-
-# -- the graph ---------------------------------------------------------------------------------
-
-
-def _prepare(source: Path, work: Path, preprocess: bool) -> Path:
-    """ORT's pre-quantisation step (symbolic shapes, basic optimisation) or the model as is."""
-    if not preprocess:
-        return source
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    prepared = (work / "prepared.onnx").resolve()
-    source = source.resolve()
-    started = time.perf_counter()
-    previous = os.getcwd()
-    os.chdir(work)  # where shape inference drops its debug file when it gives up
-    try:
-        quant_pre_process(str(source), str(prepared), auto_merge=True)
-    except Exception as exc:  # symbolic shape inference raises bare Exception
-        log.warning("quant_pre_process failed (%s); quantising the model as exported", exc)
-        return source
-    finally:
-        os.chdir(previous)
-    log.info("pre-processed for quantisation in %.1f s", time.perf_counter() - started)
-    return prepared
-
-
-def _candidate_nodes(graph: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    """Convolutions in graph order except the last RGB one (feeds Tanh); attention matmuls.
-
-    The RGB convolution's output quantisation would be the image's own error (tanh is steep
-    at 0), for 0.8% of the work. Attention matmuls are those with no constant operand.
-    """
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    constants = {init.name for init in graph.graph.initializer}
-    constants |= {n.output[0] for n in graph.graph.node if n.op_type == "Constant"}
-    convs = [n for n in graph.graph.node if n.op_type == "Conv"]
-    rgb = [n.name for n in convs if any(c.op_type == "Tanh" for c in consumers.get(n.output[0], []))]
-    if len(rgb) != 1 or not all(n.name for n in graph.graph.node):
-        raise ModelError("unexpected graph structure: need named nodes and one convolution feeding Tanh")
-    producers = {out: n for n in graph.graph.node for out in n.output}
-    attention = [n.name for n in graph.graph.node
-                 if n.op_type == "MatMul" and not any(i in constants for i in n.input) and _after_conv(n, producers)]
-    return [n.name for n in convs if n.name != rgb[0]], attention
-
-
-def _after_conv(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) -> bool:
-    """True when a convolution lies upstream of `node` (the conditioning matmuls have none)."""
-    stack, seen = list(node.input), set()
-    while stack:
-        name = stack.pop()
-        if name in seen or name not in producers:
-            continue
-        seen.add(name)
-        if producers[name].op_type == "Conv":
-            return True
-        stack.extend(producers[name].input)
-    return False
-
-
-def _conv_macs(graph: onnx.ModelProto, convs: list[str]) -> dict[str, float]:
-    """Multiply-adds per image of every convolution, from inferred shapes ({} when unknown)."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(graph) if not graph.graph.value_info else graph
-    except Exception:  # shape inference raises several types; the share is informative only
-        return {}
-    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in inferred.graph.value_info}
-    weights = {init.name: list(init.dims) for init in graph.graph.initializer}
-    macs: dict[str, float] = {}
-    for node in graph.graph.node:
-        if node.op_type != "Conv":
-            continue
-        out, weight = shapes.get(node.output[0]), weights.get(node.input[1])
-        if not out or not weight or len(out) != 4 or not all(out[1:]):
-            return {}
-        macs[node.name] = float(np.prod(weight)) * out[2] * out[3]
-    return macs if all(name in macs for name in convs) else {}
-
-
-def _share(macs: dict[str, float], quantized: list[str]) -> float:
-    return sum(macs[name] for name in quantized) / sum(macs.values())
-
-
-class _Quantizer:
-    """quantize_static over one calibration (cached), for any set of leading fp32 convolutions."""
-
-    def __init__(self, prepared: Path, work: Path, convs: list[str], attention: list[str],
-                 settings: Int8Settings, seed: int, calibration_batches: int) -> None:
-        self.prepared, self.work, self.convs, self.settings = prepared, work, convs, settings
-        self.attention = attention if settings.quantize_attention else []
-        self.seed, self.batches = seed, calibration_batches
-        self.cache = work / "calibration.json"
-
-    def build(self, float_convs: int) -> Path:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-        settings = self.settings
-        target = self.work / f"int8-{float_convs}.onnx"
-        extra: dict[str, Any] = {"CalibStridedMinMax": _CALIB_STRIDE}
-        method = CalibrationMethod.MinMax
-        if settings.calibration_method == "percentile":
-            method, extra = CalibrationMethod.Percentile, {"CalibPercentile": PERCENTILE}
-        ops = ["Conv", "MatMul"] if self.attention else ["Conv"]
-        started = time.perf_counter()
-        try:
-            quantize_static(
-                str(self.prepared), str(target), _CalibrationReader(self.seed, self.batches),
-                quant_format=QuantFormat.QDQ, op_types_to_quantize=ops, per_channel=True,
-                reduce_range=settings.reduce_range,
-                activation_type=QuantType.QUInt8 if settings.activation_type == "uint8" else QuantType.QInt8,
-                weight_type=QuantType.QInt8, nodes_to_quantize=self.convs[float_convs:] + self.attention,
-                calibrate_method=method, extra_options=extra, calibration_cache_path=self.cache,
-            )
-        except Exception as exc:  # the quantiser raises many types
-            raise ModelError(f"int8 quantisation failed: {type(exc).__name__}: {exc}") from exc
-        log.debug("quantised (%d leading convolutions fp32) in %.1f s", float_convs, time.perf_counter() - started)
-        return target
 
 
 def _search(attempt: Any, n_convs: int, fixed: int | None) -> int | None:
