@@ -2,11 +2,12 @@
 
 Same well-conditioned random weights on both sides (badly scaled weights make denormals that
 slow everything several-fold), the same batch, measured in one run next to the machine's
-sgemm rate. Prints a Markdown table and a JSON record (machine, versions, settings beside
+sgemm rate, across batch sizes and resolutions. Checkpoints and exports are cached under
+`--work` (shared with bench_render). Prints a Markdown table and a JSON record (machine, versions, settings beside
 the numbers); `--out DIR` also saves both as generator.md / generator.json.
 
-    python -m benchmarks.bench_generator            # BigGAN-deep-128, batch 8
-    python -m benchmarks.bench_generator --resolution 256 --repeats 5 --out results/
+    python -m benchmarks.bench_generator                     # BigGAN-deep-128, batches 1 2 4 8
+    python -m benchmarks.bench_generator --resolutions 128 256 --batches 4 8 --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import write_results
+from benchmarks.prepare import DEFAULT_WORK, load_average, model_folder, prepare_checkpoint, prepare_export
 
 
 def generator_gflop(config: Any, *, rgb_channels: int = 3, subpixel: bool = False) -> float:
@@ -92,16 +93,11 @@ def _measure(run: Callable[[], Any], repeats: int) -> dict[str, float]:
     return {"seconds_best": min(times), "seconds_median": statistics.median(times), "runs": repeats}
 
 
-def _load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
-
-
 def _ort_session(ort: Any, path: Path, threads: int, *, level: Any, denormal_as_zero: bool,
-                 save_optimized: Path | None = None) -> tuple[Any, float]:
+                 save_optimized: Path | None = None, spinning: bool = True) -> tuple[Any, float]:
     options = ort.SessionOptions()
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = level
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -116,13 +112,14 @@ def _ort_session(ort: Any, path: Path, threads: int, *, level: Any, denormal_as_
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--resolution", type=int, default=128, choices=(128, 256, 512))
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[128], choices=(128, 256, 512),
+                        help="models to measure (default: 128; 256 takes minutes more on 2 cores)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up (best reported)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--truncation", type=float, default=0.4)
     parser.add_argument("--threads", type=int, default=None, help="default: one per physical core")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the checkpoint and models here")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="checkpoints and exports are kept here")
     parser.add_argument("--out", type=Path, default=None, help="also save generator.json and generator.md here")
     parser.add_argument("--skip-variants", action="store_true", help="only the engine's default session")
     args = parser.parse_args(argv)
@@ -131,135 +128,135 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from ganterp_fast.engine.generator import Generator, physical_cores
-    from ganterp_fast.export import export_model, make_random_biggan
-    from ganterp_fast.export.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+    from ganterp_fast.export import load_biggan
 
     threads = args.threads or physical_cores()
     torch.set_num_threads(threads)
-    scratch = tempfile.TemporaryDirectory(prefix="bench-generator-") if args.workdir is None else None
-    workdir = Path(scratch.name) if scratch else args.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
-    load_before = _load_average()
+    load_before = load_average()
+    sgemm = sgemm_gflops(threads)
+    machine_sgemm = max(sgemm.values())
     result: dict[str, Any] = {
-        "settings": {"model": f"biggan-deep-{args.resolution}", "weights": f"random seed {args.seed}",
-                     "batch": args.batch, "truncation": args.truncation, "repeats": args.repeats,
-                     "threads": threads, "physical_cores": physical_cores(), "logical_cpus": os.cpu_count(),
+        "settings": {"weights": f"random seed {args.seed} (full architecture)", "batches": args.batches,
+                     "truncation": args.truncation, "repeats": args.repeats, "threads": threads,
+                     "physical_cores": physical_cores(), "logical_cpus": os.cpu_count(),
                      "onnxruntime_providers": ort.get_available_providers()},
+        "sgemm_gflops": {k: round(v, 1) for k, v in sgemm.items()},
+        "preparation": {}, "results": {}, "session_variants": {},
     }
-    try:
-        started = time.perf_counter()
-        model = make_random_biggan(args.resolution, seed=args.seed)
-        checkpoint = workdir / "checkpoint"
-        checkpoint.mkdir(exist_ok=True)
-        (checkpoint / CONFIG_NAME).write_text(model.config.to_json_string())
-        torch.save(model.state_dict(), checkpoint / WEIGHTS_NAME)
-        seconds_weights = time.perf_counter() - started
-        started = time.perf_counter()
-        report = export_model(checkpoint, workdir / "model.onnx", precision="fp32")
-        result["preparation"] = {
-            "random_weights_s": round(seconds_weights, 2),
-            "export_and_check_s": round(time.perf_counter() - started, 2),
-            "onnx_mb": round(report.size_bytes / 1e6, 1),
-            "export_parity_max_levels": report.max_abs_diff, "export_parity_psnr_db": report.psnr_db,
-        }
+    for resolution in args.resolutions:
+        folder = model_folder(args.work, resolution, args.seed)
+        checkpoint, weights_s = prepare_checkpoint(folder, resolution=resolution, seed=args.seed)
+        onnx_path, export_s = prepare_export(checkpoint, folder / "fp32.onnx", "fp32")
+        result["preparation"][resolution] = {"random_weights_s": weights_s, "export_and_check_s": export_s}
+        model = load_biggan(checkpoint)
+        useful = generator_gflop(model.config, rgb_channels=3)
+        executed = generator_gflop(model.config, rgb_channels=3, subpixel=True)
+        latents = {batch: _latents(args.seed, batch, args.truncation) for batch in args.batches}
+        # Eager first, then ONNX Runtime: never interleaved, because each runtime's idle worker
+        # threads spin for a while after a run and starve the other's (eager measured 20x slow).
+        eager_times, eager_frames = {}, {}
+        for batch, (z, classes) in latents.items():
+            tz, tc = torch.from_numpy(z), torch.from_numpy(classes)
 
-        rng = np.random.default_rng(args.seed)
-        noise = np.clip(rng.standard_normal((args.batch, 128)), -2, 2)
-        z = (noise * args.truncation).astype(np.float32)
-        classes = np.eye(1000, dtype=np.float32)[rng.choice(1000, args.batch, replace=False)]
+            def eager(tz: Any = tz, tc: Any = tc) -> Any:
+                with torch.inference_mode():
+                    return model(tz, tc, args.truncation)
 
-        tz, tc = torch.from_numpy(z), torch.from_numpy(classes)
-
-        def eager() -> Any:
-            with torch.inference_mode():
-                return model(tz, tc, args.truncation)
-
-        eager_time = _measure(eager, args.repeats)
-        eager_frames = torch.clamp((eager() + 1) / 2 * 256, 0, 255).permute(0, 2, 3, 1).numpy()
-
-        generator = Generator(report.path, device="cpu", threads=threads)
-        ort_time = _measure(lambda: generator(z, classes, args.truncation), args.repeats)
-        frames = generator(z, classes, args.truncation)
-        parity = float(np.abs(frames.astype(np.float64) - eager_frames).max())
-
-        variants: dict[str, Any] = {}
-        if not args.skip_variants:
-            feeds = Generator.prepare(z, classes, args.truncation)
-            level = ort.GraphOptimizationLevel
-            optimized = workdir / "model.optimized.onnx"
-            for name, kwargs in (
-                ("all_no_denormal_flush", {"level": level.ORT_ENABLE_ALL, "denormal_as_zero": False}),
-                ("extended_denormal_flush", {"level": level.ORT_ENABLE_EXTENDED, "denormal_as_zero": True}),
-                ("basic_denormal_flush", {"level": level.ORT_ENABLE_BASIC, "denormal_as_zero": True}),
-                ("save_optimized_model", {"level": level.ORT_ENABLE_ALL, "denormal_as_zero": True,
-                                          "save_optimized": optimized}),
-                ("load_optimized_model", {"level": level.ORT_DISABLE_ALL, "denormal_as_zero": True}),
-            ):
-                path = optimized if name == "load_optimized_model" else report.path
-                session, created = _ort_session(ort, path, threads, **kwargs)
-                timing = _measure(lambda s=session: s.run(["frames"], feeds), args.repeats)
-                variants[name] = {"session_create_s": round(created, 2),
-                                  "images_per_s": round(args.batch / timing["seconds_best"], 3)}
-                del session
-
-        gflop_useful = generator_gflop(model.config, rgb_channels=3)
-        gflop_executed = generator_gflop(model.config, rgb_channels=3, subpixel=True)
-        sgemm = sgemm_gflops(threads)
-        machine_sgemm = max(sgemm.values())
-        eager_ips = args.batch / eager_time["seconds_best"]
-        ort_ips = args.batch / ort_time["seconds_best"]
-        result["results"] = {
-            "eager_pytorch": {"images_per_s": round(eager_ips, 3), "s_per_image": round(1 / eager_ips, 4),
-                              "useful_gflops": round(gflop_useful * eager_ips, 1), **eager_time},
-            "onnxruntime_cpu_fp32": {"images_per_s": round(ort_ips, 3), "s_per_image": round(1 / ort_ips, 4),
-                                     "useful_gflops": round(gflop_useful * ort_ips, 1),
-                                     "executed_gflops": round(gflop_executed * ort_ips, 1),
-                                     "providers": generator.providers, **ort_time},
-            "speedup_vs_eager": round(ort_ips / eager_ips, 2),
-            "gflop_per_image_useful": round(gflop_useful, 2),
-            "gflop_per_image_executed": round(gflop_executed, 2),
+            eager_times[batch] = _measure(eager, args.repeats)
+            eager_frames[batch] = torch.clamp((eager() + 1) / 2 * 256, 0, 255).permute(0, 2, 3, 1).numpy()
+        generator = Generator(onnx_path, device="cpu", threads=threads)
+        rows: dict[int, Any] = {}
+        for batch, (z, classes) in latents.items():
+            ort_time = _measure(lambda z=z, c=classes: generator(z, c, args.truncation), args.repeats)
+            parity = float(np.abs(generator(z, classes, args.truncation).astype(np.float64) - eager_frames[batch]).max())
+            eager_ips, ort_ips = batch / eager_times[batch]["seconds_best"], batch / ort_time["seconds_best"]
+            rows[batch] = {
+                "eager_pytorch": {"images_per_s": round(eager_ips, 3), "useful_gflops": round(useful * eager_ips, 1),
+                                  **eager_times[batch]},
+                "onnxruntime_cpu_fp32": {"images_per_s": round(ort_ips, 3), "useful_gflops": round(useful * ort_ips, 1),
+                                         "executed_gflops": round(executed * ort_ips, 1), **ort_time},
+                "speedup_vs_eager": round(ort_ips / eager_ips, 2),
+                "useful_fraction_of_sgemm": round(useful * ort_ips / machine_sgemm, 3),
+                "max_abs_diff_levels_vs_eager": parity,
+            }
+        result["results"][resolution] = {
+            "gflop_per_image_useful": round(useful, 2), "gflop_per_image_executed": round(executed, 2),
             "gflop_per_image_reference_128ch_last_conv": round(generator_gflop(model.config, rgb_channels=model.config.channel_width), 2),
-            "sgemm_gflops": {k: round(v, 1) for k, v in sgemm.items()},
-            "useful_fraction_of_sgemm": round(gflop_useful * ort_ips / machine_sgemm, 3),
-            "max_abs_diff_levels_vs_eager": parity,
-            "session_variants": variants,
+            "providers": generator.providers, "batches": rows,
         }
-        # Other processes on the machine distort every figure: recorded so a reader can tell.
-        result["settings"]["load_average_1min_before_after"] = [load_before, _load_average()]
-    finally:
-        if scratch:
-            scratch.cleanup()
-
+        if not args.skip_variants and resolution == args.resolutions[0]:
+            result["session_variants"] = _variants(ort, generator, onnx_path, folder, threads, max(args.batches),
+                                                   args.seed, args.truncation, args.repeats)
+        del model, generator
+    # Other processes on the machine distort every figure: recorded so a reader can tell.
+    result["settings"]["load_average_1min_before_after"] = [load_before, load_average()]
     write_results("generator", result, _markdown(result), args.out)
     return 0
 
 
+def _latents(seed: int, batch: int, truncation: float) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([seed, batch])
+    z = (np.clip(rng.standard_normal((batch, 128)), -2, 2) * truncation).astype(np.float32)
+    classes = np.eye(1000, dtype=np.float32)[rng.choice(1000, batch, replace=False)]
+    return z, classes
+
+
+def _variants(ort: Any, generator: Any, path: Path, folder: Path, threads: int, batch: int, seed: int,
+              truncation: float, repeats: int) -> dict[str, Any]:
+    """Session settings against the engine's (ORT_ENABLE_ALL, denormals flushed), images/s at `batch`."""
+    z, classes = _latents(seed, batch, truncation)
+    feeds = generator.prepare(z, classes, truncation)
+    level = ort.GraphOptimizationLevel
+    optimized = folder / "fp32.optimized.onnx"
+    variants: dict[str, Any] = {"batch": batch}
+    for name, kwargs in (
+        ("all_no_denormal_flush", {"level": level.ORT_ENABLE_ALL, "denormal_as_zero": False}),
+        ("extended_denormal_flush", {"level": level.ORT_ENABLE_EXTENDED, "denormal_as_zero": True}),
+        ("basic_denormal_flush", {"level": level.ORT_ENABLE_BASIC, "denormal_as_zero": True}),
+        ("no_spinning", {"level": level.ORT_ENABLE_ALL, "denormal_as_zero": True, "spinning": False}),
+        ("save_optimized_model", {"level": level.ORT_ENABLE_ALL, "denormal_as_zero": True,
+                                  "save_optimized": optimized}),
+        ("load_optimized_model", {"level": level.ORT_DISABLE_ALL, "denormal_as_zero": True}),
+    ):
+        session, created = _ort_session(ort, optimized if name == "load_optimized_model" else path, threads, **kwargs)
+        timing = _measure(lambda s=session: s.run(["frames"], feeds), repeats)
+        variants[name] = {"session_create_s": round(created, 2), "images_per_s": round(batch / timing["seconds_best"], 3)}
+        del session
+    engine = _measure(lambda: generator(z, classes, truncation), repeats)
+    variants["engine_default"] = {"session_create_s": None, "images_per_s": round(batch / engine["seconds_best"], 3)}
+    optimized.unlink(missing_ok=True)
+    return variants
+
+
 def _markdown(result: dict[str, Any]) -> str:
-    r = result["results"]
     s = result["settings"]
-    sgemm = max(r["sgemm_gflops"].values())
+    sgemm = max(result["sgemm_gflops"].values())
     lines = [
-        f"BigGAN-deep generator, {s['model']} ({s['weights']}), batch {s['batch']}, {s['threads']} threads",
+        f"BigGAN-deep generator ({s['weights']}), {s['threads']} threads; ONNX Runtime fp32 (the engine's "
+        f"Generator) against eager pytorch-pretrained-biggan, same weights and latents, one run (eager first, then ORT); machine sgemm "
+        f"{sgemm:.0f} GFLOP/s ({', '.join(f'{k} {v:.0f}' for k, v in result['sgemm_gflops'].items())})",
         "",
-        "| runtime | images/s | s/image | useful GFLOP/s | % of sgemm |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| model | batch | eager images/s | ONNX Runtime images/s | speed-up | useful GFLOP/s (ORT) | % of sgemm | max diff (levels) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for label, key in (("eager PyTorch (pytorch-pretrained-biggan)", "eager_pytorch"),
-                       ("ONNX Runtime CPU fp32 (ganterp-fast)", "onnxruntime_cpu_fp32")):
-        row = r[key]
-        lines.append(f"| {label} | {row['images_per_s']:.2f} | {row['s_per_image']:.3f} | "
-                     f"{row['useful_gflops']:.0f} | {100 * row['useful_gflops'] / sgemm:.0f}% |")
-    lines += [
-        "",
-        f"Speed-up {r['speedup_vs_eager']:.2f}x; useful work {r['gflop_per_image_useful']} GFLOP/image "
-        f"(3-channel last conv; the graph executes {r['gflop_per_image_executed']}); machine sgemm "
-        f"{sgemm:.0f} GFLOP/s ({', '.join(f'{k} {v:.0f}' for k, v in r['sgemm_gflops'].items())}); "
-        f"max difference to eager {r['max_abs_diff_levels_vs_eager']:.2f} uint8 levels.",
-    ]
-    if r["session_variants"]:
-        lines += ["", "| ONNX Runtime session variant | images/s | session creation s |", "| --- | ---: | ---: |"]
-        for name, row in r["session_variants"].items():
-            lines.append(f"| {name} | {row['images_per_s']:.2f} | {row['session_create_s']:.2f} |")
+    for resolution, entry in result["results"].items():
+        for batch, row in entry["batches"].items():
+            e, o = row["eager_pytorch"], row["onnxruntime_cpu_fp32"]
+            lines.append(f"| {resolution} | {batch} | {e['images_per_s']:.2f} | {o['images_per_s']:.2f} | "
+                         f"{row['speedup_vs_eager']:.2f}x | {o['useful_gflops']:.0f} | "
+                         f"{100 * row['useful_fraction_of_sgemm']:.0f}% | {row['max_abs_diff_levels_vs_eager']:.1f} |")
+    lines.append("")
+    lines.append("Useful work per image (3-channel last conv) / executed by the graph (sub-pixel upsample + conv): "
+                 + "; ".join(f"{res}: {e['gflop_per_image_useful']} / {e['gflop_per_image_executed']} GFLOP"
+                             for res, e in result["results"].items()))
+    variants = result["session_variants"]
+    if variants:
+        lines += ["", f"| ONNX Runtime session variant (batch {variants['batch']}) | images/s | session creation s |",
+                  "| --- | ---: | ---: |"]
+        for name, row in variants.items():
+            if name != "batch":
+                created = "" if row["session_create_s"] is None else f"{row['session_create_s']:.2f}"
+                lines.append(f"| {name} | {row['images_per_s']:.2f} | {created} |")
     return "\n".join(lines)
 
 
