@@ -11,7 +11,8 @@ machine: other work distorts every figure.
 from __future__ import annotations
 
 import argparse
-import importlib
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,10 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         module, extra = BENCHMARKS[name]
         print(f"== {name} ({module})", flush=True)
         started = time.perf_counter()
-        try:
-            code = importlib.import_module(module).main([*extra, "--out", str(args.out)]) or 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+        # Each in a fresh process: thread pools (ONNX Runtime's, torch's OpenMP) left by one
+        # benchmark keep spinning and would slow the next.
+        code = subprocess.run([sys.executable, "-m", module, *extra, "--out", str(args.out.resolve())],
+                              cwd=Path(__file__).resolve().parent.parent).returncode
         print(f"== {name}: exit {code} after {time.perf_counter() - started:.0f} s", flush=True)
         if code:
             failed.append(name)
