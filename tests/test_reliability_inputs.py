@@ -153,6 +153,7 @@ RENDER_CASES = [
     "class-fraction", "model-unknown-name", "model-missing-onnx", "model-text-named-onnx", "model-half-an-onnx",
     "model-onnx-not-biggan", "model-an-audio-file", "model-empty-directory", "precision-not-the-models",
     "weights-random-with-an-onnx", "device-unknown", "example-and-input", "device-cuda-without-a-gpu",
+    "codec-unknown", "codec-nvenc-without-one", "tensorrt-without-it", "tensorrt-on-the-cpu",
 ]
 
 
@@ -219,7 +220,25 @@ def _option_cases(song: Path, tiny_onnx: Path, folder: Path) -> dict[str, tuple[
     }
     if not _cuda_offered():
         cases["device-cuda-without-a-gpu"] = (["--device", "cuda"], ["'cuda'", "device 'cpu'"], False)
+    cases["codec-unknown"] = (["--codec", "h265"], ["'h265'", "libx264"], True)
+    cases["tensorrt-on-the-cpu"] = (["--tensorrt", "--device", "cpu"], ["TensorRT", "device 'cuda'"], False)
+    if "h264_nvenc" not in _working_encoders():
+        cases["codec-nvenc-without-one"] = (["--codec", "h264_nvenc"], ["h264_nvenc", "libx264 or auto"], False)
+    if not _tensorrt_offered():
+        cases["tensorrt-without-it"] = (["--tensorrt"], ["TensorRT", "drop the TensorRT option"], False)
     return cases
+
+
+def _working_encoders() -> tuple[str, ...]:
+    from ganterp_fast.engine.encode import probe_h264_encoders
+
+    return probe_h264_encoders()
+
+
+def _tensorrt_offered() -> bool:
+    import onnxruntime
+
+    return "TensorrtExecutionProvider" in onnxruntime.get_available_providers()
 
 
 def _cuda_offered() -> bool:
@@ -256,7 +275,7 @@ def render_option_results(song, tiny_onnx, tmp_path_factory):
 def test_render_option_past_its_bounds_is_one_line_exit_2(render_option_results, song, name):
     folder, cases, results = render_option_results
     if name not in cases:
-        pytest.skip("ONNX Runtime offers CUDA here")
+        pytest.skip("this machine has what the case lacks (CUDA, NVENC or TensorRT)")
     _, fragments, usage = cases[name]
     assert_error(results[name], 2, *fragments, usage=usage)
     assert listing(folder / name) == []
