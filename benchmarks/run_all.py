@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "render": ("benchmarks.bench_render", ["--variants", "--int8"]),
     "scaling": ("benchmarks.bench_scaling", []),
     "gpu": ("benchmarks.bench_gpu", []),
+    "openvino": ("benchmarks.bench_openvino", ["--batches", "1", "4", "8"]),
 }
 
 
