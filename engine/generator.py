@@ -28,6 +28,16 @@ from typing import Any
 
 import numpy as np
 
+from .contract import (  # noqa: F401  (some re-exported: the exporter and the tests import them from here)
+    FORMAT_VERSION,
+    INPUT_NAMES,
+    INPUT_WIDTHS,
+    META_PREFIX,
+    N_STATS,
+    NUM_CLASSES,
+    OUTPUT_NAME,
+    Z_DIM,
+)
 from .errors import InputError, MissingExtraError, ModelError, ProviderError
 from .providers import (  # noqa: F401  (CPU, DEVICES, physical_cores: re-exported for callers)
     CPU,
@@ -41,15 +51,6 @@ from .providers import (  # noqa: F401  (CPU, DEVICES, physical_cores: re-export
 )
 
 log = logging.getLogger(__name__)
-
-# The contract between `export/` and the engine; bump FORMAT_VERSION on any change to it.
-FORMAT_VERSION = "1"
-META_PREFIX = "ganterp_fast."
-INPUT_NAMES = ("z", "class_vector", "truncation_weights")
-OUTPUT_NAME = "frames"
-Z_DIM = 128
-NUM_CLASSES = 1000
-N_STATS = 51  # statistics rows per batch norm: truncations 0, 0.02, ..., 1
 
 
 def truncation_weights(truncation: float | Sequence[float] | np.ndarray, n_stats: int = N_STATS) -> np.ndarray:
@@ -276,8 +277,7 @@ class Generator:
     def _check_signature(self) -> None:
         inputs = {item.name: item for item in self._session.get_inputs()}
         outputs = [item.name for item in self._session.get_outputs()]
-        widths = {"z": Z_DIM, "class_vector": NUM_CLASSES, "truncation_weights": N_STATS}
-        problems = [name for name in INPUT_NAMES if name not in inputs or inputs[name].shape[-1] != widths[name]]
+        problems = [name for name in INPUT_NAMES if name not in inputs or inputs[name].shape[-1] != INPUT_WIDTHS[name]]
         if problems or outputs != [OUTPUT_NAME]:
             raise ModelError(f"{self.model_path} does not have the ganterp-fast BigGAN inputs/outputs "
                              f"(inputs {sorted(inputs)}, outputs {outputs})")

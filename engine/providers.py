@@ -18,15 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from .contract import INPUT_WIDTHS, OUTPUT_NAME
 from .errors import InputError, ProviderError
 
 DEVICES = ("auto", "cpu", "cuda")
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
-# Graph input widths after the batch axis, and the output's name (the export's contract).
-_INPUT_WIDTHS = {"z": 128, "class_vector": 1000, "truncation_weights": 51}
-_OUTPUT = "frames"
 # Batch sizes whose device buffers are kept (the steady batch, a short last one, ...).
 # With CUDA graphs none is dropped: a captured graph keeps pointing at its buffers.
 BOUND_BATCHES_KEPT = 4
@@ -128,7 +126,7 @@ def _tensorrt_options(cache_dir: str | os.PathLike[str] | None) -> dict[str, str
     """TensorRT: fp16 kernels, engine and timing caches, a profile for the batch axis."""
 
     def shapes(batch: int) -> str:
-        return ",".join(f"{name}:{batch}x{width}" for name, width in _INPUT_WIDTHS.items())
+        return ",".join(f"{name}:{batch}x{width}" for name, width in INPUT_WIDTHS.items())
 
     options = {
         "device_id": "0",
@@ -222,7 +220,7 @@ class BoundRunner:
             inputs[name] = value(list(array.shape), array.dtype.type, *self._device)
             binding.bind_ortvalue_input(name, inputs[name])
         output = value([batch, *self._frame_shape], np.uint8, *self._device)
-        binding.bind_ortvalue_output(_OUTPUT, output)
+        binding.bind_ortvalue_output(OUTPUT_NAME, output)
         run_options = self._ort.RunOptions()
         if self._cuda_graph:
             self._ids[batch] = next(self._graph_ids)

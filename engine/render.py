@@ -53,8 +53,6 @@ class RenderOptions:
     codec: str = "libx264"  # or "h264_nvenc" (NVENC GPUs), or "auto": NVENC where it opens, else libx264
     cuda_graph: bool = False  # CUDA: capture and replay one CUDA graph per batch size
     tensorrt: bool = False  # CUDA: TensorRT provider first (fp16 engines, cached)
-    cuda_graph: bool = False  # CUDA: capture and replay one CUDA graph per batch size
-    tensorrt: bool = False  # CUDA: TensorRT provider first (fp16 engines, cached)
     overwrite: bool = False
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
     path: PathOptions = field(default_factory=PathOptions)
@@ -135,7 +133,8 @@ def default_batch_size(device: str, resolution: int) -> int:
 
 def planned_device(device: str) -> str:
     """The device a generator asked for `device` will most likely run on ("cpu" or "cuda")."""
-    from .generator import _import_onnxruntime, plan_providers
+    from .generator import _import_onnxruntime
+    from .providers import plan_providers
 
     if device != "auto":
         return device
