@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import write_results
+from benchmarks.common import measure, timed, write_results
 from benchmarks.prepare import DEFAULT_WORK, load_average, model_folder, prepare_checkpoint, prepare_export
 
 
@@ -66,7 +65,7 @@ def sgemm_gflops(threads: int, *, size: int = 2048, repeats: int = 5) -> dict[st
     results = {}
     for name, run in (("numpy", lambda: a @ b), ("torch", _torch_matmul(torch, a, b, threads))):
         run()
-        best = min(_timed(run) for _ in range(repeats))
+        best = min(timed(run) for _ in range(repeats))
         results[name] = flop / best / 1e9
     return results
 
@@ -75,22 +74,6 @@ def _torch_matmul(torch: Any, a: np.ndarray, b: np.ndarray, threads: int) -> Cal
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     torch.set_num_threads(threads)
     return lambda: torch.matmul(ta, tb)
-
-
-def _timed(run: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    run()
-    return time.perf_counter() - started
-
-
-def _measure(run: Callable[[], Any], repeats: int) -> dict[str, float]:
-    """Best and median of `repeats` timed runs after a warm-up (allocations, kernel choice).
-
-    Rates use the best run: on a shared machine it is the one least disturbed by other work.
-    """
-    run()
-    times = [_timed(run) for _ in range(repeats)]
-    return {"seconds_best": min(times), "seconds_median": statistics.median(times), "runs": repeats}
 
 
 def _ort_session(ort: Any, path: Path, threads: int, *, level: Any, denormal_as_zero: bool,
@@ -152,8 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         useful = generator_gflop(model.config, rgb_channels=3)
         executed = generator_gflop(model.config, rgb_channels=3, subpixel=True)
         latents = {batch: _latents(args.seed, batch, args.truncation) for batch in args.batches}
-        # Eager first, then ONNX Runtime: never interleaved, because each runtime's idle worker
-        # threads spin for a while after a run and starve the other's (eager measured 20x slow).
+        # Eager first, then ONNX Runtime, not interleaved: each runtime's idle worker threads
+        # spin for a while after a run. Interleaved on a machine busy with other work, eager
+        # once measured 20x slow; bench_int8 interleaves on a quiet machine without that effect.
         eager_times, eager_frames = {}, {}
         for batch, (z, classes) in latents.items():
             tz, tc = torch.from_numpy(z), torch.from_numpy(classes)
@@ -162,12 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with torch.inference_mode():
                     return model(tz, tc, args.truncation)
 
-            eager_times[batch] = _measure(eager, args.repeats)
+            eager_times[batch] = measure(eager, args.repeats)
             eager_frames[batch] = torch.clamp((eager() + 1) / 2 * 256, 0, 255).permute(0, 2, 3, 1).numpy()
         generator = Generator(onnx_path, device="cpu", threads=threads)
         rows: dict[int, Any] = {}
         for batch, (z, classes) in latents.items():
-            ort_time = _measure(lambda z=z, c=classes: generator(z, c, args.truncation), args.repeats)
+            ort_time = measure(lambda z=z, c=classes: generator(z, c, args.truncation), args.repeats)
             parity = float(np.abs(generator(z, classes, args.truncation).astype(np.float64) - eager_frames[batch]).max())
             eager_ips, ort_ips = batch / eager_times[batch]["seconds_best"], batch / ort_time["seconds_best"]
             rows[batch] = {
@@ -219,10 +203,10 @@ def _variants(ort: Any, generator: Any, path: Path, folder: Path, threads: int, 
         ("load_optimized_model", {"level": level.ORT_DISABLE_ALL, "denormal_as_zero": True}),
     ):
         session, created = _ort_session(ort, optimized if name == "load_optimized_model" else path, threads, **kwargs)
-        timing = _measure(lambda s=session: s.run(["frames"], feeds), repeats)
+        timing = measure(lambda s=session: s.run(["frames"], feeds), repeats)
         variants[name] = {"session_create_s": round(created, 2), "images_per_s": round(batch / timing["seconds_best"], 3)}
         del session
-    engine = _measure(lambda: generator(z, classes, truncation), repeats)
+    engine = measure(lambda: generator(z, classes, truncation), repeats)
     variants["engine_default"] = {"session_create_s": None, "images_per_s": round(batch / engine["seconds_best"], 3)}
     optimized.unlink(missing_ok=True)
     return variants

@@ -12,7 +12,7 @@ alike; the load average is recorded.
 The checkpoint, the fp32 export and the int8 models are kept under --work, so a rerun only
 times (--requantize redoes the int8 models).
 
-    python -m benchmarks.bench_int8 --work ~/.cache/ganterp-bench-int8
+    python -m benchmarks.bench_int8 --work ~/.cache/ganterp-bench
     python -m benchmarks.bench_int8 --work /tmp/b --batch 8 --repeats 5 --out results/
 """
 
@@ -22,7 +22,6 @@ import argparse
 import logging
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -31,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import markdown_table, write_results
+from benchmarks.common import markdown_table, psnr, write_results
+from benchmarks.prepare import DEFAULT_WORK, load_average, model_folder, prepare_checkpoint, prepare_export
 
 log = logging.getLogger("benchmarks.bench_int8")
 
@@ -43,18 +43,6 @@ SWEEP: tuple[tuple[str, dict[str, Any]], ...] = (
     ("no quant_pre_process", {"preprocess": False}),
     ("attention matmuls int8 too", {"quantize_attention": True}),
 )
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
-def _load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
 
 
 def _interleaved(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, float]]:
@@ -69,29 +57,6 @@ def _interleaved(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, 
             times[name].append(time.perf_counter() - started)
     return {name: {"seconds_best": min(t), "seconds_median": statistics.median(t), "runs": repeats}
             for name, t in times.items()}
-
-
-def _prepare_fp32(folder: Path, seed: int) -> tuple[Path, Path, dict[str, float]]:
-    """Checkpoint and fp32 export under `folder`, made once (a few minutes on 2 cores)."""
-    from ganterp_fast.engine.errors import ModelError
-    from ganterp_fast.engine.generator import check_metadata, read_metadata
-    from ganterp_fast.export import export_model, write_random_checkpoint
-    from ganterp_fast.export.checkpoint import WEIGHTS_NAME
-
-    timings: dict[str, float] = {}
-    checkpoint = folder / "checkpoint"
-    if not (checkpoint / WEIGHTS_NAME).is_file():
-        started = time.perf_counter()
-        write_random_checkpoint(checkpoint, resolution=RESOLUTION, seed=seed)
-        timings["random_weights_s"] = round(time.perf_counter() - started, 1)
-    fp32 = folder / "fp32.onnx"
-    try:
-        check_metadata(read_metadata(fp32), fp32)
-    except ModelError:
-        started = time.perf_counter()
-        export_model(checkpoint, fp32, precision="fp32")
-        timings["fp32_export_and_parity_s"] = round(time.perf_counter() - started, 1)
-    return checkpoint, fp32, timings
 
 
 def _quantized(fp32: Path, path: Path, requantize: bool, **kwargs: Any) -> tuple[Path, dict[str, Any]]:
@@ -116,7 +81,7 @@ def _quantized(fp32: Path, path: Path, requantize: bool, **kwargs: Any) -> tuple
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ganterp-fast-bench-int8",
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK,
                         help="keep the checkpoint, fp32 export and int8 models here (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up (best reported)")
@@ -141,10 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     threads = args.threads or physical_cores()
     torch.set_num_threads(threads)
-    folder = args.work / f"biggan-deep-{RESOLUTION}-random-seed{args.seed}"
+    folder = model_folder(args.work, RESOLUTION, args.seed)
     folder.mkdir(parents=True, exist_ok=True)
-    load_before = _load_average()
-    checkpoint, fp32_path, preparation = _prepare_fp32(folder, args.seed)
+    load_before = load_average()
+    checkpoint, weights_s = prepare_checkpoint(folder, resolution=RESOLUTION, seed=args.seed)
+    fp32_path, export_s = prepare_export(checkpoint, folder / "fp32.onnx", "fp32")
+    preparation = {key: value for key, value in (("random_weights_s", weights_s),
+                                                 ("fp32_export_and_parity_s", export_s)) if value is not None}
     common = {"calibration_batches": args.calibration_batches, "seed": args.seed}
     gated_path, gated = _quantized(
         fp32_path, folder / f"int8-gate{args.min_psnr:g}-cb{args.calibration_batches}.onnx", args.requantize,
@@ -187,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sweep[name] = {
                 "images_per_s": round(args.batch / both["variant"]["seconds_best"], 3),
                 "int8_all_default_images_per_s": round(args.batch / both["int8_all"]["seconds_best"], 3),
-                "psnr_vs_fp32_db": round(_psnr(generator(z, classes, args.truncation), frames["fp32"]), 2),
+                "psnr_vs_fp32_db": round(psnr(generator(z, classes, args.truncation), frames["fp32"]), 2),
                 "gate_psnr_db": figures.get("psnr_db"), "size_mb": figures["size_mb"],
             }
             del generator
@@ -197,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name: {"images_per_s": round(rates[name], 3), "s_per_image": round(1 / rates[name], 4),
                "speedup_vs_eager": round(rates[name] / rates["eager"], 2),
                "speedup_vs_ort_fp32": round(rates[name] / rates["fp32"], 2),
-               "psnr_vs_ort_fp32_db": round(_psnr(frames[name], frames["fp32"]), 2) if name != "fp32" else None,
+               "psnr_vs_ort_fp32_db": round(psnr(frames[name], frames["fp32"]), 2) if name != "fp32" else None,
                "max_abs_diff_vs_ort_fp32": (int(np.abs(frames[name].astype(int) - frames["fp32"]).max())
                                             if name != "fp32" else 0),
                **timing[name]}
@@ -209,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "threads": threads, "physical_cores": physical_cores(), "logical_cpus": os.cpu_count(),
                      "min_psnr_db": args.min_psnr, "calibration_latents": 4 * args.calibration_batches,
                      "onnxruntime": ort.__version__, "work": str(folder),
-                     "load_average_1min_before_after": [load_before, _load_average()]},
+                     "load_average_1min_before_after": [load_before, load_average()]},
         "preparation": preparation,
         "int8_gated": gated,
         "int8_all_convs": all_int8,

@@ -15,33 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import markdown_table, write_results
+from benchmarks.common import markdown_table, measure, psnr, write_results
 from benchmarks.prepare import DEFAULT_WORK, load_average, model_folder, prepare_checkpoint, prepare_export
 
 RESOLUTION = 128
 
 
 def _best_rate(run: Callable[[], Any], batch: int, repeats: int) -> float:
-    run()
-    best = math.inf
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return batch / best
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+    return batch / measure(run, repeats)["seconds_best"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             frames = next(iter(request.infer(feeds).values()))
             row[f"openvino_{hint}"] = {
                 "images_per_s": round(_best_rate(lambda r=request: r.infer(feeds), batch, args.repeats), 2),
-                "psnr_vs_onnxruntime_fp32_db": round(_psnr(frames, reference), 2),
+                "psnr_vs_onnxruntime_fp32_db": round(psnr(frames, reference), 2),
                 "max_abs_diff_levels": int(np.abs(frames.astype(np.int16) - reference.astype(np.int16)).max()),
             }
             del request, compiled

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import os
 import tempfile
 import time
@@ -36,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import markdown_table, write_results
+from benchmarks.common import markdown_table, psnr, write_results
 from benchmarks.prepare import (
     DEFAULT_WORK,
     cpu_accounting,
@@ -169,11 +168,6 @@ def yuv420_roundtrip(frames: np.ndarray) -> np.ndarray:
         out.append(yuv.reformat(format="rgb24", src_colorspace=Colorspace.ITU709,
                                 src_color_range=ColorRange.MPEG).to_ndarray())
     return np.stack(out)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * math.log10(255.0**2 / mse) if mse > 0 else float("inf")
 
 
 def compare(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -54,6 +58,31 @@ def write_results(name: str, results: dict[str, Any], table: str, out_dir: str |
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{name}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
         (folder / f"{name}.md").write_text(table + "\n")
+
+
+def timed(run: Callable[[], Any]) -> float:
+    """Seconds one call of `run` takes."""
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+def measure(run: Callable[[], Any], repeats: int) -> dict[str, float]:
+    """Best and median of `repeats` timed runs after a warm-up (allocations, kernel choice).
+
+    Rates use the best run: on a shared machine it is the one least disturbed by other work.
+    """
+    run()
+    times = [timed(run) for _ in range(repeats)]
+    return {"seconds_best": min(times), "seconds_median": statistics.median(times), "runs": repeats}
+
+
+def psnr(a: Any, b: Any) -> float:
+    """PSNR in dB of uint8 images `a` against `b` (numpy arrays of one shape); inf when equal."""
+    import numpy as np
+
+    mse = float(np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2))
+    return 10 * math.log10(255.0**2 / mse) if mse > 0 else math.inf
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"== {name} ({module})", flush=True)
         started = time.perf_counter()
         # Each in a fresh process: thread pools (ONNX Runtime's, torch's OpenMP) left by one
-        # benchmark keep spinning and would slow the next.
+        # benchmark may keep spinning and slow the next.
         code = subprocess.run([sys.executable, "-m", module, *extra, "--out", str(args.out.resolve())],
                               cwd=Path(__file__).resolve().parent.parent).returncode
         print(f"== {name}: exit {code} after {time.perf_counter() - started:.0f} s", flush=True)
