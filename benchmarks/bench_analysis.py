@@ -12,10 +12,10 @@ import time
 import warnings
 
 import numpy as np
+from ganterp_fast.engine.analysis import AnalysisOptions, analyze_samples, inflection_points
+from ganterp_fast.engine.example import example_music
 
 from benchmarks.common import markdown_table, write_results
-from ganterp_fast.engine.analysis import AnalysisOptions, analyze_samples, inflection_points
-from ganterp_fast.engine.example import EXAMPLE_RATE, example_music
 
 
 def seed_loop(arr, threshold, absolute_threshold=8e-2, type="both", rolling_length=200):  # noqa: A002
@@ -26,9 +26,13 @@ def seed_loop(arr, threshold, absolute_threshold=8e-2, type="both", rolling_leng
         prev_mean = np.mean(arr[i : i + rolling_length])
         c = i + rolling_length + 1
         next_mean = np.mean(arr[c + 1 : c + rolling_length + 1])
-        is_peak = np.sign(arr[c] - prev_mean) == np.sign(arr[c] - next_mean) and np.sign(arr[c] - arr[c - 1]) == np.sign(arr[c] - arr[c + 1])
+        is_peak = np.sign(arr[c] - prev_mean) == np.sign(arr[c] - next_mean) and np.sign(
+            arr[c] - arr[c - 1]
+        ) == np.sign(arr[c] - arr[c + 1])
         if is_peak and np.abs(arr[c] - prev_mean) > threshold and np.abs(arr[c] - next_mean) > threshold:
-            if (type == "min" and (arr[c] > arr[c - 1] or arr[c] > absolute_threshold)) or (type == "max" and arr[c] < arr[c - 1]):
+            if (type == "min" and (arr[c] > arr[c - 1] or arr[c] > absolute_threshold)) or (
+                type == "max" and arr[c] < arr[c - 1]
+            ):
                 i += rolling_length
                 continue
             points.append(c)
@@ -56,12 +60,16 @@ def main(argv: list[str] | None = None) -> None:
         result = analyze_samples(samples, rate, options)
         engine_total = time.perf_counter() - began
         began = time.perf_counter()
-        fast = inflection_points(result.signal, options.threshold, options.absolute_threshold, kind, options.rolling_length)
+        fast = inflection_points(
+            result.signal, options.threshold, options.absolute_threshold, kind, options.rolling_length
+        )
         engine_search = time.perf_counter() - began
         began = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            reference = seed_loop(result.signal, options.threshold, options.absolute_threshold, kind, options.rolling_length)
+            reference = seed_loop(
+                result.signal, options.threshold, options.absolute_threshold, kind, options.rolling_length
+            )
         seed_search = time.perf_counter() - began
         identical = bool(np.array_equal(fast, reference) and np.array_equal(result.inflection_points, reference))
         case = {
@@ -75,9 +83,30 @@ def main(argv: list[str] | None = None) -> None:
             "identical_indices": identical,
         }
         record["cases"].append(case)
-        rows.append([kind, result.num_columns, len(reference), f"{engine_total:.2f}", f"{engine_search*1000:.1f} ms", f"{seed_search:.2f} s", f"{case['search_speedup']:.0f}x", identical])
+        rows.append(
+            [
+                kind,
+                result.num_columns,
+                len(reference),
+                f"{engine_total:.2f}",
+                f"{engine_search * 1000:.1f} ms",
+                f"{seed_search:.2f} s",
+                f"{case['search_speedup']:.0f}x",
+                identical,
+            ]
+        )
     table = markdown_table(
-        ["type", "columns", "points", "engine analysis (s)", "engine search", "seed loop", "search speed-up", "same indices"], rows
+        [
+            "type",
+            "columns",
+            "points",
+            "engine analysis (s)",
+            "engine search",
+            "seed loop",
+            "search speed-up",
+            "same indices",
+        ],
+        rows,
     )
     write_results("analysis", record, f"Analysis of {args.minutes:g} min at {rate} Hz\n\n{table}", args.out)
 

@@ -76,8 +76,16 @@ def _torch_matmul(torch: Any, a: np.ndarray, b: np.ndarray, threads: int) -> Cal
     return lambda: torch.matmul(ta, tb)
 
 
-def _ort_session(ort: Any, path: Path, threads: int, *, level: Any, denormal_as_zero: bool,
-                 save_optimized: Path | None = None, spinning: bool = True) -> tuple[Any, float]:
+def _ort_session(
+    ort: Any,
+    path: Path,
+    threads: int,
+    *,
+    level: Any,
+    denormal_as_zero: bool,
+    save_optimized: Path | None = None,
+    spinning: bool = True,
+) -> tuple[Any, float]:
     options = ort.SessionOptions()
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -95,8 +103,14 @@ def _ort_session(ort: Any, path: Path, threads: int, *, level: Any, denormal_as_
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--resolutions", type=int, nargs="+", default=[128], choices=(128, 256, 512),
-                        help="models to measure (default: 128; 256 takes minutes more on 2 cores)")
+    parser.add_argument(
+        "--resolutions",
+        type=int,
+        nargs="+",
+        default=[128],
+        choices=(128, 256, 512),
+        help="models to measure (default: 128; 256 takes minutes more on 2 cores)",
+    )
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up (best reported)")
     parser.add_argument("--seed", type=int, default=0)
@@ -109,7 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import onnxruntime as ort
     import torch
-
     from ganterp_fast.engine.generator import Generator, physical_cores
     from ganterp_fast.export import load_biggan
 
@@ -119,12 +132,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     sgemm = sgemm_gflops(threads)
     machine_sgemm = max(sgemm.values())
     result: dict[str, Any] = {
-        "settings": {"weights": f"random seed {args.seed} (full architecture)", "batches": args.batches,
-                     "truncation": args.truncation, "repeats": args.repeats, "threads": threads,
-                     "physical_cores": physical_cores(), "logical_cpus": os.cpu_count(),
-                     "onnxruntime_providers": ort.get_available_providers()},
+        "settings": {
+            "weights": f"random seed {args.seed} (full architecture)",
+            "batches": args.batches,
+            "truncation": args.truncation,
+            "repeats": args.repeats,
+            "threads": threads,
+            "physical_cores": physical_cores(),
+            "logical_cpus": os.cpu_count(),
+            "onnxruntime_providers": ort.get_available_providers(),
+        },
         "sgemm_gflops": {k: round(v, 1) for k, v in sgemm.items()},
-        "preparation": {}, "results": {}, "session_variants": {},
+        "preparation": {},
+        "results": {},
+        "session_variants": {},
     }
     for resolution in args.resolutions:
         folder = model_folder(args.work, resolution, args.seed)
@@ -152,26 +173,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows: dict[int, Any] = {}
         for batch, (z, classes) in latents.items():
             ort_time = measure(lambda z=z, c=classes: generator(z, c, args.truncation), args.repeats)
-            parity = float(np.abs(generator(z, classes, args.truncation).astype(np.float64) - eager_frames[batch]).max())
+            parity = float(
+                np.abs(generator(z, classes, args.truncation).astype(np.float64) - eager_frames[batch]).max()
+            )
             eager_ips, ort_ips = batch / eager_times[batch]["seconds_best"], batch / ort_time["seconds_best"]
             rows[batch] = {
-                "eager_pytorch": {"images_per_s": round(eager_ips, 3), "useful_gflops": round(useful * eager_ips, 1),
-                                  **eager_times[batch]},
-                "onnxruntime_cpu_fp32": {"images_per_s": round(ort_ips, 3), "useful_gflops": round(useful * ort_ips, 1),
-                                         "executed_gflops": round(executed * ort_ips, 1), **ort_time},
+                "eager_pytorch": {
+                    "images_per_s": round(eager_ips, 3),
+                    "useful_gflops": round(useful * eager_ips, 1),
+                    **eager_times[batch],
+                },
+                "onnxruntime_cpu_fp32": {
+                    "images_per_s": round(ort_ips, 3),
+                    "useful_gflops": round(useful * ort_ips, 1),
+                    "executed_gflops": round(executed * ort_ips, 1),
+                    **ort_time,
+                },
                 "speedup_vs_eager": round(ort_ips / eager_ips, 2),
                 "useful_fraction_of_sgemm": round(useful * ort_ips / machine_sgemm, 3),
                 "max_abs_diff_levels_vs_eager": parity,
             }
         result["results"][resolution] = {
-            "gflop_per_image_useful": round(useful, 2), "gflop_per_image_executed": round(executed, 2),
-            "gflop_per_image_reference_128ch_last_conv": round(generator_gflop(model.config, rgb_channels=model.config.channel_width), 2),
-            "providers": generator.providers, "batches": rows,
+            "gflop_per_image_useful": round(useful, 2),
+            "gflop_per_image_executed": round(executed, 2),
+            "gflop_per_image_reference_128ch_last_conv": round(
+                generator_gflop(model.config, rgb_channels=model.config.channel_width), 2
+            ),
+            "providers": generator.providers,
+            "batches": rows,
         }
         if not args.skip_variants and resolution == args.resolutions[0]:
-            result["session_variants"] = _variants(ort, generator, onnx_path, folder, threads, max(args.batches),
-                                                   args.seed, args.truncation, args.repeats)
-        del model, generator
+            result["session_variants"] = _variants(
+                ort, generator, onnx_path, folder, threads, max(args.batches), args.seed, args.truncation, args.repeats
+            )
+        model = generator = None  # free them before the next resolution
     # Other processes on the machine distort every figure: recorded so a reader can tell.
     result["settings"]["load_average_1min_before_after"] = [load_before, load_average()]
     write_results("generator", result, _markdown(result), args.out)
@@ -185,8 +220,17 @@ def _latents(seed: int, batch: int, truncation: float) -> tuple[np.ndarray, np.n
     return z, classes
 
 
-def _variants(ort: Any, generator: Any, path: Path, folder: Path, threads: int, batch: int, seed: int,
-              truncation: float, repeats: int) -> dict[str, Any]:
+def _variants(
+    ort: Any,
+    generator: Any,
+    path: Path,
+    folder: Path,
+    threads: int,
+    batch: int,
+    seed: int,
+    truncation: float,
+    repeats: int,
+) -> dict[str, Any]:
     """Session settings against the engine's (ORT_ENABLE_ALL, denormals flushed), images/s at `batch`."""
     z, classes = _latents(seed, batch, truncation)
     feeds = generator.prepare(z, classes, truncation)
@@ -198,13 +242,18 @@ def _variants(ort: Any, generator: Any, path: Path, folder: Path, threads: int, 
         ("extended_denormal_flush", {"level": level.ORT_ENABLE_EXTENDED, "denormal_as_zero": True}),
         ("basic_denormal_flush", {"level": level.ORT_ENABLE_BASIC, "denormal_as_zero": True}),
         ("no_spinning", {"level": level.ORT_ENABLE_ALL, "denormal_as_zero": True, "spinning": False}),
-        ("save_optimized_model", {"level": level.ORT_ENABLE_ALL, "denormal_as_zero": True,
-                                  "save_optimized": optimized}),
+        (
+            "save_optimized_model",
+            {"level": level.ORT_ENABLE_ALL, "denormal_as_zero": True, "save_optimized": optimized},
+        ),
         ("load_optimized_model", {"level": level.ORT_DISABLE_ALL, "denormal_as_zero": True}),
     ):
         session, created = _ort_session(ort, optimized if name == "load_optimized_model" else path, threads, **kwargs)
         timing = measure(lambda s=session: s.run(["frames"], feeds), repeats)
-        variants[name] = {"session_create_s": round(created, 2), "images_per_s": round(batch / timing["seconds_best"], 3)}
+        variants[name] = {
+            "session_create_s": round(created, 2),
+            "images_per_s": round(batch / timing["seconds_best"], 3),
+        }
         del session
     engine = measure(lambda: generator(z, classes, truncation), repeats)
     variants["engine_default"] = {"session_create_s": None, "images_per_s": round(batch / engine["seconds_best"], 3)}
@@ -217,26 +266,37 @@ def _markdown(result: dict[str, Any]) -> str:
     sgemm = max(result["sgemm_gflops"].values())
     lines = [
         f"BigGAN-deep generator ({s['weights']}), {s['threads']} threads; ONNX Runtime fp32 (the engine's "
-        f"Generator) against eager pytorch-pretrained-biggan, same weights and latents, one run (eager first, then ORT); machine sgemm "
+        f"Generator) against eager pytorch-pretrained-biggan, same weights and "
+        f"latents, one run (eager first, then ORT); machine sgemm "
         f"{sgemm:.0f} GFLOP/s ({', '.join(f'{k} {v:.0f}' for k, v in result['sgemm_gflops'].items())})",
         "",
-        "| model | batch | eager images/s | ONNX Runtime images/s | speed-up | useful GFLOP/s (ORT) | % of sgemm | max diff (levels) |",
+        "| model | batch | eager images/s | ONNX Runtime images/s | speed-up | useful GFLOP/s (ORT) "
+        "| % of sgemm | max diff (levels) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for resolution, entry in result["results"].items():
         for batch, row in entry["batches"].items():
             e, o = row["eager_pytorch"], row["onnxruntime_cpu_fp32"]
-            lines.append(f"| {resolution} | {batch} | {e['images_per_s']:.2f} | {o['images_per_s']:.2f} | "
-                         f"{row['speedup_vs_eager']:.2f}x | {o['useful_gflops']:.0f} | "
-                         f"{100 * row['useful_fraction_of_sgemm']:.0f}% | {row['max_abs_diff_levels_vs_eager']:.1f} |")
+            lines.append(
+                f"| {resolution} | {batch} | {e['images_per_s']:.2f} | {o['images_per_s']:.2f} | "
+                f"{row['speedup_vs_eager']:.2f}x | {o['useful_gflops']:.0f} | "
+                f"{100 * row['useful_fraction_of_sgemm']:.0f}% | {row['max_abs_diff_levels_vs_eager']:.1f} |"
+            )
     lines.append("")
-    lines.append("Useful work per image (3-channel last conv) / executed by the graph (sub-pixel upsample + conv): "
-                 + "; ".join(f"{res}: {e['gflop_per_image_useful']} / {e['gflop_per_image_executed']} GFLOP"
-                             for res, e in result["results"].items()))
+    lines.append(
+        "Useful work per image (3-channel last conv) / executed by the graph (sub-pixel upsample + conv): "
+        + "; ".join(
+            f"{res}: {e['gflop_per_image_useful']} / {e['gflop_per_image_executed']} GFLOP"
+            for res, e in result["results"].items()
+        )
+    )
     variants = result["session_variants"]
     if variants:
-        lines += ["", f"| ONNX Runtime session variant (batch {variants['batch']}) | images/s | session creation s |",
-                  "| --- | ---: | ---: |"]
+        lines += [
+            "",
+            f"| ONNX Runtime session variant (batch {variants['batch']}) | images/s | session creation s |",
+            "| --- | ---: | ---: |",
+        ]
         for name, row in variants.items():
             if name != "batch":
                 created = "" if row["session_create_s"] is None else f"{row['session_create_s']:.2f}"

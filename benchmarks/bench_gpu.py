@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.prepare import DEFAULT_WORK, load_average, model_folder, prepare_checkpoint, prepare_export
 from benchmarks.common import markdown_table, write_results
+from benchmarks.prepare import DEFAULT_WORK, load_average, model_folder, prepare_checkpoint, prepare_export
 
 # Useful compute per image with the 3-channel last conv (engineering-facts.md).
 GFLOP_PER_IMAGE = {128: 17.9, 256: 58.8, 512: 76.0}
@@ -66,8 +66,11 @@ def activation_traffic_mb(resolution: int, *, norm_passes: int, fused: bool = Fa
             c, n = ch * c_in, side * side
             projections = c // 8 * n + c // 8 * n // 4 + c // 2 * n // 4
             scores = n * n // 4
-            elements += (c * n + projections + 2 * scores + c // 2 * n + c * n if fused
-                         else 3 * c * n + 2 * projections + 4 * scores + c * n + 3 * c * n)
+            elements += (
+                c * n + projections + 2 * scores + c // 2 * n + c * n
+                if fused
+                else 3 * c * n + 2 * projections + 4 * scores + c * n + 3 * c * n
+            )
         c_in, c_out = ch * c_in, ch * c_out
         mid, small = c_in // 4, side * side
         big = small * 4 if up else small
@@ -95,17 +98,40 @@ def estimate(bandwidth: float, flops: float, efficiency: float) -> str:
         unfused = activation_traffic_mb(resolution, norm_passes=6)
         norm_fused = activation_traffic_mb(resolution, norm_passes=2)
         ideal = activation_traffic_mb(resolution, norm_passes=2, fused=True)
-        rows.append([resolution, gflop, f"{flops / (gflop * 1e9):.0f}", f"{unfused:.0f}", f"{norm_fused:.0f}",
-                     f"{ideal:.0f}", f"{gflop * 1e3 / unfused:.0f}",
-                     f"{efficiency * bandwidth / (unfused * 1e6):.0f}", f"{bandwidth / (norm_fused * 1e6):.0f}"])
-    return "\n".join([
-        f"Paper estimate: {flops / 1e12:.0f} TFLOP/s fp16 dense, {bandwidth / 1e12:.2f} TB/s HBM "
-        f"(ridge {flops / bandwidth:.0f} FLOP/byte); fp16 activations per image",
-        "",
-        markdown_table(["px", "GFLOP/image", "compute-bound images/s", "MB as exported", "MB norm+ReLU fused",
-                        "MB ideal", "FLOP/byte as exported", f"images/s as exported at {efficiency:.0%} HBM",
-                        "images/s norm+ReLU fused at 100% HBM"], rows),
-    ])
+        rows.append(
+            [
+                resolution,
+                gflop,
+                f"{flops / (gflop * 1e9):.0f}",
+                f"{unfused:.0f}",
+                f"{norm_fused:.0f}",
+                f"{ideal:.0f}",
+                f"{gflop * 1e3 / unfused:.0f}",
+                f"{efficiency * bandwidth / (unfused * 1e6):.0f}",
+                f"{bandwidth / (norm_fused * 1e6):.0f}",
+            ]
+        )
+    return "\n".join(
+        [
+            f"Paper estimate: {flops / 1e12:.0f} TFLOP/s fp16 dense, {bandwidth / 1e12:.2f} TB/s HBM "
+            f"(ridge {flops / bandwidth:.0f} FLOP/byte); fp16 activations per image",
+            "",
+            markdown_table(
+                [
+                    "px",
+                    "GFLOP/image",
+                    "compute-bound images/s",
+                    "MB as exported",
+                    "MB norm+ReLU fused",
+                    "MB ideal",
+                    "FLOP/byte as exported",
+                    f"images/s as exported at {efficiency:.0%} HBM",
+                    "images/s norm+ReLU fused at 100% HBM",
+                ],
+                rows,
+            ),
+        ]
+    )
 
 
 def cuda_check() -> tuple[bool, str]:
@@ -119,18 +145,25 @@ def cuda_check() -> tuple[bool, str]:
         return False, f"ONNX Runtime offers no CUDA provider (providers: {', '.join(available)}; CPU build installed)"
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, 9)
     try:
-        session = ort.InferenceSession(model.SerializeToString(),
-                                       providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            model.SerializeToString(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+        )
     except Exception as exc:  # onnxruntime raises its own non-exported types
         return False, f"a CUDA session does not start: {exc}"
     if "CUDAExecutionProvider" not in session.get_providers():
-        return False, "the CUDA provider is listed but a session fell back to the CPU (no GPU, driver or CUDA libraries)"
+        return (
+            False,
+            "the CUDA provider is listed but a session fell back to the CPU (no GPU, driver or CUDA libraries)",
+        )
     return True, ""
 
 
@@ -139,8 +172,13 @@ def gpu_name() -> dict[str, Any]:
     if shutil.which("nvidia-smi") is None:
         return {}
     try:
-        text = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=30, check=True).stdout
+        text = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
     name, memory, driver = (part.strip() for part in text.splitlines()[0].split(","))
@@ -166,20 +204,29 @@ def timed_rate(run: Callable[[], Any], batch: int, *, min_seconds: float, min_ru
         started = time.perf_counter()
         run()
         times.append(time.perf_counter() - started)
-    return {"images_per_s": round(batch / min(times), 1), "images_per_s_median": round(batch / statistics.median(times), 1),
-            "ms_per_batch_best": round(1000 * min(times), 3), "runs": len(times)}
+    return {
+        "images_per_s": round(batch / min(times), 1),
+        "images_per_s_median": round(batch / statistics.median(times), 1),
+        "ms_per_batch_best": round(1000 * min(times), 3),
+        "runs": len(times),
+    }
 
 
 def cuda_session(ort: Any, model: Path, *, cuda_graph: bool) -> Any:
     """A CUDA session with the engine's provider options (`enable_cuda_graph` with `cuda_graph`)."""
     from ganterp_fast.engine.providers import plan_providers
 
-    providers = plan_providers(ort.get_available_providers(), device="cuda", precision="fp16",
-                               cuda_graph=cuda_graph).providers
+    providers = plan_providers(
+        ort.get_available_providers(), device="cuda", precision="fp16", cuda_graph=cuda_graph
+    ).providers
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(model), sess_options=options, providers=[n for n, _ in providers],
-                                provider_options=[o for _, o in providers])
+    return ort.InferenceSession(
+        str(model),
+        sess_options=options,
+        providers=[n for n, _ in providers],
+        provider_options=[o for _, o in providers],
+    )
 
 
 def device_runner(ort: Any, session: Any, feeds: dict[str, np.ndarray], resolution: int) -> Callable[[], None]:
@@ -237,8 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-tensorrt", action="store_true")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="checkpoints and fp16 exports kept here")
     parser.add_argument("--out", type=Path, default=None, help="also save gpu.json and gpu.md here")
-    parser.add_argument("--estimate", action="store_true",
-                        help="print the paper estimate (memory- and compute-bound images/s) and exit; no GPU needed")
+    parser.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print the paper estimate (memory- and compute-bound images/s) and exit; no GPU needed",
+    )
     parser.add_argument("--hbm-tbps", type=float, default=3.35, help="for --estimate (default: H100 SXM)")
     parser.add_argument("--fp16-tflops", type=float, default=990.0, help="for --estimate (default: H100 SXM dense)")
     parser.add_argument("--efficiency", type=float, default=0.8, help="for --estimate: achievable share of HBM")
@@ -255,17 +305,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     import onnxruntime as ort
-
     from ganterp_fast.engine.encode import probe_h264_encoders
     from ganterp_fast.engine.generator import TENSORRT, Generator
 
     record: dict[str, Any] = {
-        "settings": {"precision": "fp16", "weights": f"random seed {args.seed} (full architecture)",
-                     "batches": args.batches, "seconds_per_point": args.seconds, "truncation": args.truncation,
-                     "gpu": gpu_name(), "onnxruntime": ort.__version__, "providers": ort.get_available_providers(),
-                     "host_cpus": os.cpu_count(), "h264_encoders": list(probe_h264_encoders()),
-                     "load_average_1min_before": load_average()},
-        "preparation": {}, "results": {}, "best": {}, "encoder": {},
+        "settings": {
+            "precision": "fp16",
+            "weights": f"random seed {args.seed} (full architecture)",
+            "batches": args.batches,
+            "seconds_per_point": args.seconds,
+            "truncation": args.truncation,
+            "gpu": gpu_name(),
+            "onnxruntime": ort.__version__,
+            "providers": ort.get_available_providers(),
+            "host_cpus": os.cpu_count(),
+            "h264_encoders": list(probe_h264_encoders()),
+            "load_average_1min_before": load_average(),
+        },
+        "preparation": {},
+        "results": {},
+        "best": {},
+        "encoder": {},
     }
     tensorrt = not args.no_tensorrt and TENSORRT in ort.get_available_providers()
     for resolution in args.resolutions:
@@ -273,8 +333,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         checkpoint, checkpoint_s = prepare_checkpoint(folder, resolution=resolution, seed=args.seed)
         model, export_s = prepare_export(checkpoint, folder / "fp16.onnx", "fp16")
         record["preparation"][resolution] = {"random_weights_s": checkpoint_s, "fp16_export_and_parity_s": export_s}
-        rows: dict[str, dict[int, Any]] = {"engine": {}, "engine_cuda_graph": {}, "device_only": {},
-                                           "cuda_graph": {}, "tensorrt": {}}
+        rows: dict[str, dict[int, Any]] = {
+            "engine": {},
+            "engine_cuda_graph": {},
+            "device_only": {},
+            "cuda_graph": {},
+            "tensorrt": {},
+        }
         engine = Generator(model, device="cuda")
         engine_graph = None if args.no_cuda_graph else Generator(model, device="cuda", cuda_graph=True)
         record["preparation"][resolution]["engine_cuda_graph_active"] = bool(engine_graph and engine_graph.cuda_graph)
@@ -284,29 +349,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             feeds = latents(batch, args.seed, args.truncation)
             z, classes = feeds["z"], feeds["class_vector"]
             try:
-                rows["engine"][batch] = timed_rate(lambda: engine(z, classes, args.truncation), batch,
-                                                   min_seconds=args.seconds)
+                rows["engine"][batch] = timed_rate(
+                    lambda: engine(z, classes, args.truncation), batch, min_seconds=args.seconds
+                )
                 if frames is None or len(frames) < min(batch, 16):  # a few frames for the encoder timing
                     frames = engine(z, classes, args.truncation)
             except Exception as exc:  # out of memory at a large batch: record it and go on
                 rows["engine"][batch] = {"error": str(exc).splitlines()[0][:200]}
                 continue
             try:
-                rows["device_only"][batch] = timed_rate(device_runner(ort, shared, feeds, resolution), batch,
-                                                        min_seconds=args.seconds)
+                rows["device_only"][batch] = timed_rate(
+                    device_runner(ort, shared, feeds, resolution), batch, min_seconds=args.seconds
+                )
             except Exception as exc:
                 rows["device_only"][batch] = {"error": str(exc).splitlines()[0][:200]}
             if engine_graph is not None and engine_graph.cuda_graph:
                 try:
-                    rows["engine_cuda_graph"][batch] = timed_rate(lambda: engine_graph(z, classes, args.truncation),
-                                                                  batch, min_seconds=args.seconds)
+                    rows["engine_cuda_graph"][batch] = timed_rate(
+                        lambda: engine_graph(z, classes, args.truncation), batch, min_seconds=args.seconds
+                    )
                 except Exception as exc:
                     rows["engine_cuda_graph"][batch] = {"error": str(exc).splitlines()[0][:200]}
             if not args.no_cuda_graph:
                 try:
                     graph_session = cuda_session(ort, model, cuda_graph=True)
-                    rows["cuda_graph"][batch] = timed_rate(device_runner(ort, graph_session, feeds, resolution), batch,
-                                                           min_seconds=args.seconds)
+                    rows["cuda_graph"][batch] = timed_rate(
+                        device_runner(ort, graph_session, feeds, resolution), batch, min_seconds=args.seconds
+                    )
                 except Exception as exc:  # e.g. a node that falls back to the CPU makes capture impossible
                     rows["cuda_graph"][batch] = {"error": str(exc).splitlines()[0][:200]}
                 finally:
@@ -321,14 +390,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for batch in [b for b in args.batches if b <= 64]:  # the engine's profile: batch 1..64
                     feeds = latents(batch, args.seed, args.truncation)
                     rows["tensorrt"][batch] = timed_rate(
-                        lambda f=feeds: trt(f["z"], f["class_vector"], args.truncation), batch, min_seconds=args.seconds)
+                        lambda f=feeds: trt(f["z"], f["class_vector"], args.truncation), batch, min_seconds=args.seconds
+                    )
                 trt = None
             except Exception as exc:
                 rows["tensorrt"]["error"] = str(exc).splitlines()[0][:200]
         record["results"][resolution] = rows
         record["best"][resolution] = {
-            mode: max(((b, r["images_per_s"]) for b, r in points.items() if isinstance(r, dict) and "images_per_s" in r),
-                      key=lambda item: item[1], default=None)
+            mode: max(
+                ((b, r["images_per_s"]) for b, r in points.items() if isinstance(r, dict) and "images_per_s" in r),
+                key=lambda item: item[1],
+                default=None,
+            )
             for mode, points in rows.items()
         }
         if frames is not None:
@@ -348,21 +421,39 @@ def _markdown(record: dict[str, Any]) -> str:
             for batch, r in points.items():
                 if isinstance(r, dict) and "images_per_s" in r:
                     tflops = r["images_per_s"] * GFLOP_PER_IMAGE[int(resolution)] / 1000
-                    rows.append([resolution, mode, batch, f"{r['images_per_s']:.0f}", f"{r['ms_per_batch_best']:.2f}",
-                                 f"{tflops:.0f}"])
+                    rows.append(
+                        [
+                            resolution,
+                            mode,
+                            batch,
+                            f"{r['images_per_s']:.0f}",
+                            f"{r['ms_per_batch_best']:.2f}",
+                            f"{tflops:.0f}",
+                        ]
+                    )
                 else:
                     rows.append([resolution, mode, batch, str(r.get("error", r) if isinstance(r, dict) else r), "", ""])
-    best = [[res, mode, *(b if b else ("-", "-"))] for res, modes in record["best"].items() for mode, b in modes.items()]
+    best = [
+        [res, mode, *(b if b else ("-", "-"))] for res, modes in record["best"].items() for mode, b in modes.items()
+    ]
     encoder = [[res, e["libx264_fps_all_cores"]] for res, e in record["encoder"].items()]
-    return "\n".join([
-        f"GPU generator throughput, fp16, {gpu} ({s['gpu'].get('memory', '?')}), onnxruntime {s['onnxruntime']}, "
-        f"{s['weights']}",
-        "", markdown_table(["px", "mode", "batch", "images/s", "ms/batch", "useful TFLOP/s"], rows),
-        "", "Best batch per mode:", "", markdown_table(["px", "mode", "batch", "images/s"], best),
-        "", f"libx264 (crf 18, medium) on this host's {s['host_cpus']} CPUs, generated frames; "
-            f"H.264 encoders here: {', '.join(s['h264_encoders'])}", "",
-        markdown_table(["px", "x264 frames/s"], encoder),
-    ])
+    return "\n".join(
+        [
+            f"GPU generator throughput, fp16, {gpu} ({s['gpu'].get('memory', '?')}), onnxruntime {s['onnxruntime']}, "
+            f"{s['weights']}",
+            "",
+            markdown_table(["px", "mode", "batch", "images/s", "ms/batch", "useful TFLOP/s"], rows),
+            "",
+            "Best batch per mode:",
+            "",
+            markdown_table(["px", "mode", "batch", "images/s"], best),
+            "",
+            f"libx264 (crf 18, medium) on this host's {s['host_cpus']} CPUs, generated frames; "
+            f"H.264 encoders here: {', '.join(s['h264_encoders'])}",
+            "",
+            markdown_table(["px", "x264 frames/s"], encoder),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,10 @@ def _interleaved(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, 
             started = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - started)
-    return {name: {"seconds_best": min(t), "seconds_median": statistics.median(t), "runs": repeats}
-            for name, t in times.items()}
+    return {
+        name: {"seconds_best": min(t), "seconds_median": statistics.median(t), "runs": repeats}
+        for name, t in times.items()
+    }
 
 
 def _quantized(fp32: Path, path: Path, requantize: bool, **kwargs: Any) -> tuple[Path, dict[str, Any]]:
@@ -74,15 +76,20 @@ def _quantized(fp32: Path, path: Path, requantize: bool, **kwargs: Any) -> tuple
         report = quantize_int8(fp32, path, **kwargs)
         made = {"quantize_s": round(report.seconds, 1), "attempts": [list(a) for a in report.attempts]}
         metadata = report.metadata
-    figures = {key[len(META_PREFIX) + 5:]: value for key, value in metadata.items()
-               if key.startswith(META_PREFIX + "int8_")}
+    figures = {
+        key[len(META_PREFIX) + 5 :]: value for key, value in metadata.items() if key.startswith(META_PREFIX + "int8_")
+    }
     return path, {**figures, **made, "size_mb": round(path.stat().st_size / 1e6, 1)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK,
-                        help="keep the checkpoint, fp32 export and int8 models here (default: %(default)s)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=DEFAULT_WORK,
+        help="keep the checkpoint, fp32 export and int8 models here (default: %(default)s)",
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up (best reported)")
     parser.add_argument("--seed", type=int, default=0, help="random weights, calibration and latents")
@@ -99,7 +106,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import onnxruntime as ort
     import torch
-
     from ganterp_fast.engine.generator import Generator, physical_cores
     from ganterp_fast.export import load_biggan
     from ganterp_fast.export.quantize import Int8Settings
@@ -111,14 +117,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = load_average()
     checkpoint, weights_s = prepare_checkpoint(folder, resolution=RESOLUTION, seed=args.seed)
     fp32_path, export_s = prepare_export(checkpoint, folder / "fp32.onnx", "fp32")
-    preparation = {key: value for key, value in (("random_weights_s", weights_s),
-                                                 ("fp32_export_and_parity_s", export_s)) if value is not None}
+    preparation = {
+        key: value
+        for key, value in (("random_weights_s", weights_s), ("fp32_export_and_parity_s", export_s))
+        if value is not None
+    }
     common = {"calibration_batches": args.calibration_batches, "seed": args.seed}
     gated_path, gated = _quantized(
-        fp32_path, folder / f"int8-gate{args.min_psnr:g}-cb{args.calibration_batches}.onnx", args.requantize,
-        min_psnr=args.min_psnr, **common)
-    all_path, all_int8 = _quantized(fp32_path, folder / f"int8-all-cb{args.calibration_batches}.onnx",
-                                    args.requantize, min_psnr=0.0, settings=Int8Settings(float_convs=0), **common)
+        fp32_path,
+        folder / f"int8-gate{args.min_psnr:g}-cb{args.calibration_batches}.onnx",
+        args.requantize,
+        min_psnr=args.min_psnr,
+        **common,
+    )
+    all_path, all_int8 = _quantized(
+        fp32_path,
+        folder / f"int8-all-cb{args.calibration_batches}.onnx",
+        args.requantize,
+        min_psnr=0.0,
+        settings=Int8Settings(float_convs=0),
+        **common,
+    )
 
     rng = np.random.default_rng(args.seed + 1000)
     noise = rng.standard_normal((args.batch, 128))
@@ -135,8 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             image = model(tz, tc, args.truncation)
         return torch.clamp((image + 1) / 2 * 256, 0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
-    generators = {name: Generator(path, device="cpu", threads=threads)
-                  for name, path in (("fp32", fp32_path), ("int8", gated_path), ("int8_all", all_path))}
+    generators = {
+        name: Generator(path, device="cpu", threads=threads)
+        for name, path in (("fp32", fp32_path), ("int8", gated_path), ("int8_all", all_path))
+    }
     runs: dict[str, Callable[[], Any]] = {"eager": eager}
     runs.update({name: (lambda g=g: g(z, classes, args.truncation)) for name, g in generators.items()})
     timing = _interleaved(runs, args.repeats)
@@ -147,37 +168,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = Int8Settings(float_convs=0)
         for name, changes in SWEEP:
             slug = "-".join(f"{k}={v}" for k, v in changes.items())
-            path, figures = _quantized(fp32_path, folder / f"sweep-{slug}-cb{args.calibration_batches}.onnx",
-                                       args.requantize, min_psnr=0.0, settings=replace(base, **changes), **common)
+            path, figures = _quantized(
+                fp32_path,
+                folder / f"sweep-{slug}-cb{args.calibration_batches}.onnx",
+                args.requantize,
+                min_psnr=0.0,
+                settings=replace(base, **changes),
+                **common,
+            )
             generator = Generator(path, device="cpu", threads=threads)
-            both = _interleaved({"variant": lambda: generator(z, classes, args.truncation),
-                                 "int8_all": runs["int8_all"]}, args.repeats)
+            both = _interleaved(
+                {"variant": lambda: generator(z, classes, args.truncation), "int8_all": runs["int8_all"]}, args.repeats
+            )
             sweep[name] = {
                 "images_per_s": round(args.batch / both["variant"]["seconds_best"], 3),
                 "int8_all_default_images_per_s": round(args.batch / both["int8_all"]["seconds_best"], 3),
                 "psnr_vs_fp32_db": round(psnr(generator(z, classes, args.truncation), frames["fp32"]), 2),
-                "gate_psnr_db": figures.get("psnr_db"), "size_mb": figures["size_mb"],
+                "gate_psnr_db": figures.get("psnr_db"),
+                "size_mb": figures["size_mb"],
             }
             del generator
 
     rates = {name: args.batch / t["seconds_best"] for name, t in timing.items()}
     results = {
-        name: {"images_per_s": round(rates[name], 3), "s_per_image": round(1 / rates[name], 4),
-               "speedup_vs_eager": round(rates[name] / rates["eager"], 2),
-               "speedup_vs_ort_fp32": round(rates[name] / rates["fp32"], 2),
-               "psnr_vs_ort_fp32_db": round(psnr(frames[name], frames["fp32"]), 2) if name != "fp32" else None,
-               "max_abs_diff_vs_ort_fp32": (int(np.abs(frames[name].astype(int) - frames["fp32"]).max())
-                                            if name != "fp32" else 0),
-               **timing[name]}
+        name: {
+            "images_per_s": round(rates[name], 3),
+            "s_per_image": round(1 / rates[name], 4),
+            "speedup_vs_eager": round(rates[name] / rates["eager"], 2),
+            "speedup_vs_ort_fp32": round(rates[name] / rates["fp32"], 2),
+            "psnr_vs_ort_fp32_db": round(psnr(frames[name], frames["fp32"]), 2) if name != "fp32" else None,
+            "max_abs_diff_vs_ort_fp32": (
+                int(np.abs(frames[name].astype(int) - frames["fp32"]).max()) if name != "fp32" else 0
+            ),
+            **timing[name],
+        }
         for name in runs
     }
     record = {
-        "settings": {"model": f"biggan-deep-{RESOLUTION}", "weights": f"random seed {args.seed}",
-                     "batch": args.batch, "truncation": args.truncation, "repeats": args.repeats,
-                     "threads": threads, "physical_cores": physical_cores(), "logical_cpus": os.cpu_count(),
-                     "min_psnr_db": args.min_psnr, "calibration_latents": 4 * args.calibration_batches,
-                     "onnxruntime": ort.__version__, "work": str(folder),
-                     "load_average_1min_before_after": [load_before, load_average()]},
+        "settings": {
+            "model": f"biggan-deep-{RESOLUTION}",
+            "weights": f"random seed {args.seed}",
+            "batch": args.batch,
+            "truncation": args.truncation,
+            "repeats": args.repeats,
+            "threads": threads,
+            "physical_cores": physical_cores(),
+            "logical_cpus": os.cpu_count(),
+            "min_psnr_db": args.min_psnr,
+            "calibration_latents": 4 * args.calibration_batches,
+            "onnxruntime": ort.__version__,
+            "work": str(folder),
+            "load_average_1min_before_after": [load_before, load_average()],
+        },
         "preparation": preparation,
         "int8_gated": gated,
         "int8_all_convs": all_int8,
@@ -193,29 +235,70 @@ def _markdown(record: dict[str, Any]) -> str:
     labels = {
         "eager": ("eager PyTorch (pytorch-pretrained-biggan)", "fp32", "-", "-"),
         "fp32": ("ONNX Runtime CPU", "fp32", "-", "-"),
-        "int8": (f"ONNX Runtime CPU, gated ({s['min_psnr_db']:g} dB)", "int8",
-                 f"{gated['convs']} ({100 * float(gated['mac_share']):.0f}%)", f"{float(gated['psnr_db']):.1f}"),
-        "int8_all": ("ONNX Runtime CPU, every conv int8", "int8",
-                     f"{every['convs']} ({100 * float(every['mac_share']):.0f}%)", f"{float(every['psnr_db']):.1f}"),
+        "int8": (
+            f"ONNX Runtime CPU, gated ({s['min_psnr_db']:g} dB)",
+            "int8",
+            f"{gated['convs']} ({100 * float(gated['mac_share']):.0f}%)",
+            f"{float(gated['psnr_db']):.1f}",
+        ),
+        "int8_all": (
+            "ONNX Runtime CPU, every conv int8",
+            "int8",
+            f"{every['convs']} ({100 * float(every['mac_share']):.0f}%)",
+            f"{float(every['psnr_db']):.1f}",
+        ),
     }
     rows = []
     for key, (label, precision, convs, gate) in labels.items():
         row = r[key]
-        rows.append([label, precision, convs, f"{row['images_per_s']:.2f}", f"{row['s_per_image']:.3f}",
-                     f"{row['speedup_vs_eager']:.2f}x", f"{row['speedup_vs_ort_fp32']:.2f}x",
-                     "-" if row["psnr_vs_ort_fp32_db"] is None else f"{row['psnr_vs_ort_fp32_db']:.1f}", gate])
-    header = ["runtime", "precision", "int8 convs (MAC share)", "images/s", "s/image", "vs eager", "vs ORT fp32",
-              "PSNR vs ORT fp32, this batch (dB)", "gate PSNR, held-out (dB)"]
-    lines = [f"BigGAN-deep-{RESOLUTION} ({s['weights']}), batch {s['batch']}, truncation {s['truncation']}, "
-             f"{s['threads']} threads, best of {s['repeats']}; load average {s['load_average_1min_before_after']}",
-             "", markdown_table(header, rows)]
+        rows.append(
+            [
+                label,
+                precision,
+                convs,
+                f"{row['images_per_s']:.2f}",
+                f"{row['s_per_image']:.3f}",
+                f"{row['speedup_vs_eager']:.2f}x",
+                f"{row['speedup_vs_ort_fp32']:.2f}x",
+                "-" if row["psnr_vs_ort_fp32_db"] is None else f"{row['psnr_vs_ort_fp32_db']:.1f}",
+                gate,
+            ]
+        )
+    header = [
+        "runtime",
+        "precision",
+        "int8 convs (MAC share)",
+        "images/s",
+        "s/image",
+        "vs eager",
+        "vs ORT fp32",
+        "PSNR vs ORT fp32, this batch (dB)",
+        "gate PSNR, held-out (dB)",
+    ]
+    lines = [
+        f"BigGAN-deep-{RESOLUTION} ({s['weights']}), batch {s['batch']}, truncation {s['truncation']}, "
+        f"{s['threads']} threads, best of {s['repeats']}; load average {s['load_average_1min_before_after']}",
+        "",
+        markdown_table(header, rows),
+    ]
     if record["sweep_all_convs_int8"]:
-        rows = [[name, f"{v['images_per_s']:.2f}", f"{v['int8_all_default_images_per_s']:.2f}",
-                 f"{v['psnr_vs_fp32_db']:.1f}", f"{v['size_mb']:.0f}"]
-                for name, v in record["sweep_all_convs_int8"].items()]
-        lines += ["", "Settings sweep, every conv int8 (against the default: uint8 activations, "
-                  "quant_pre_process, attention fp32), timed in the same rounds:", "",
-                  markdown_table(["variant", "images/s", "default images/s", "PSNR vs fp32 (dB)", "MB"], rows)]
+        rows = [
+            [
+                name,
+                f"{v['images_per_s']:.2f}",
+                f"{v['int8_all_default_images_per_s']:.2f}",
+                f"{v['psnr_vs_fp32_db']:.1f}",
+                f"{v['size_mb']:.0f}",
+            ]
+            for name, v in record["sweep_all_convs_int8"].items()
+        ]
+        lines += [
+            "",
+            "Settings sweep, every conv int8 (against the default: uint8 activations, "
+            "quant_pre_process, attention fp32), timed in the same rounds:",
+            "",
+            markdown_table(["variant", "images/s", "default images/s", "PSNR vs fp32 (dB)", "MB"], rows),
+        ]
     return "\n".join(lines)
 
 

@@ -64,14 +64,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         classes = np.eye(1000, dtype=np.float32)[rng.choice(1000, batch, replace=False)]
         feeds = Generator.prepare(z, classes, args.truncation)
         reference = generator(z, classes, args.truncation)
-        row: dict[str, Any] = {"onnxruntime_fp32": {"images_per_s": round(_best_rate(
-            lambda: generator(z, classes, args.truncation), batch, args.repeats), 2)}}
+        row: dict[str, Any] = {
+            "onnxruntime_fp32": {
+                "images_per_s": round(
+                    _best_rate(lambda: generator(z, classes, args.truncation), batch, args.repeats), 2
+                )
+            }
+        }
         model = core.read_model(str(onnx_path))
         model.reshape({name: list(array.shape) for name, array in feeds.items()})
         for hint in ("f32", "bf16"):
-            compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
-                                                         "INFERENCE_NUM_THREADS": threads,
-                                                         "PERFORMANCE_HINT": "LATENCY"})
+            compiled = core.compile_model(
+                model,
+                "CPU",
+                {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"},
+            )
             request = compiled.create_infer_request()
             frames = next(iter(request.infer(feeds).values()))
             row[f"openvino_{hint}"] = {
@@ -82,24 +89,43 @@ def main(argv: Sequence[str] | None = None) -> int:
             del request, compiled
         rows[batch] = row
     record = {
-        "settings": {"model": f"biggan-deep-{RESOLUTION}", "weights": f"random seed {args.seed} (full architecture)",
-                     "threads": threads, "repeats": args.repeats, "truncation": args.truncation,
-                     "openvino": ov.__version__, "cpu_capabilities": core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"),
-                     "load_average_1min_before_after": [load_before, load_average()]},
+        "settings": {
+            "model": f"biggan-deep-{RESOLUTION}",
+            "weights": f"random seed {args.seed} (full architecture)",
+            "threads": threads,
+            "repeats": args.repeats,
+            "truncation": args.truncation,
+            "openvino": ov.__version__,
+            "cpu_capabilities": core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"),
+            "load_average_1min_before_after": [load_before, load_average()],
+        },
         "results": rows,
     }
     table = []
     for batch, row in rows.items():
         base = row["onnxruntime_fp32"]["images_per_s"]
         for name, r in row.items():
-            table.append([batch, name, f"{r['images_per_s']:.2f}", f"{r['images_per_s'] / base:.2f}x",
-                          r.get("psnr_vs_onnxruntime_fp32_db", "-"), r.get("max_abs_diff_levels", "-")])
-    text = "\n".join([
-        f"BigGAN-deep-{RESOLUTION} fp32 export ({record['settings']['weights']}), {threads} threads, OpenVINO "
-        f"{ov.__version__} (CPU: {', '.join(record['settings']['cpu_capabilities'])})", "",
-        markdown_table(["batch", "runtime", "images/s", "vs ONNX Runtime fp32", "PSNR vs ORT fp32 (dB)", "max diff (levels)"],
-                       table),
-    ])
+            table.append(
+                [
+                    batch,
+                    name,
+                    f"{r['images_per_s']:.2f}",
+                    f"{r['images_per_s'] / base:.2f}x",
+                    r.get("psnr_vs_onnxruntime_fp32_db", "-"),
+                    r.get("max_abs_diff_levels", "-"),
+                ]
+            )
+    text = "\n".join(
+        [
+            f"BigGAN-deep-{RESOLUTION} fp32 export ({record['settings']['weights']}), {threads} threads, OpenVINO "
+            f"{ov.__version__} (CPU: {', '.join(record['settings']['cpu_capabilities'])})",
+            "",
+            markdown_table(
+                ["batch", "runtime", "images/s", "vs ONNX Runtime fp32", "PSNR vs ORT fp32 (dB)", "max diff (levels)"],
+                table,
+            ),
+        ]
+    )
     write_results("openvino", record, text, args.out)
     return 0
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import markdown_table, write_results
 from benchmarks.prepare import (
     DEFAULT_WORK,
     cpu_accounting,
@@ -36,7 +37,6 @@ from benchmarks.prepare import (
     prepare_checkpoint,
     prepare_export,
 )
-from benchmarks.common import markdown_table, write_results
 
 RESOLUTION = 128
 CHANNEL_WIDTH = 16
@@ -45,7 +45,6 @@ CHANNEL_WIDTH = 16
 def write_long_music(path: Path, seconds: float) -> Path:
     """The example music (12 s) repeated to `seconds`, as a 22.05 kHz stereo WAV."""
     import soundfile
-
     from ganterp_fast.engine.example import EXAMPLE_RATE, example_music
 
     if not path.is_file():
@@ -84,22 +83,37 @@ def child(args: argparse.Namespace) -> int:
     cpu: dict[str, Any] = {}
     started = time.perf_counter()
     with cpu_accounting(cpu):
-        result = render(args.input, args.output, RenderOptions(model=str(args.model), fps=args.fps,
-                                                              threads=args.threads, batch_size=args.batch_size,
-                                                              overwrite=True))
+        result = render(
+            args.input,
+            args.output,
+            RenderOptions(
+                model=str(args.model), fps=args.fps, threads=args.threads, batch_size=args.batch_size, overwrite=True
+            ),
+        )
     wall = time.perf_counter() - started
     t = result.times
-    print(json.dumps({
-        "frames": result.frames, "audio_s": round(result.analysis.duration_s, 3),
-        "wall_s": round(wall, 3),
-        "times_s": {"model_load": round(t.model, 3), "decode_and_analysis": round(t.analysis, 3),
-                    "latent_path": round(t.path, 3), "inference": round(t.inference, 3),
-                    "encode_and_mux": round(t.encode, 3)},
-        "peak_rss_mb": round(_vm_hwm_mb() or _ru_maxrss_mb(), 1), "ru_maxrss_mb": round(_ru_maxrss_mb(), 1),
-        "rss_before_render_mb": round(before, 1),
-        "output_mb": round(Path(args.output).stat().st_size / 1e6, 2),
-        "bound": t.bound(), "cpu": cpu,
-    }))
+    print(
+        json.dumps(
+            {
+                "frames": result.frames,
+                "audio_s": round(result.analysis.duration_s, 3),
+                "wall_s": round(wall, 3),
+                "times_s": {
+                    "model_load": round(t.model, 3),
+                    "decode_and_analysis": round(t.analysis, 3),
+                    "latent_path": round(t.path, 3),
+                    "inference": round(t.inference, 3),
+                    "encode_and_mux": round(t.encode, 3),
+                },
+                "peak_rss_mb": round(_vm_hwm_mb() or _ru_maxrss_mb(), 1),
+                "ru_maxrss_mb": round(_ru_maxrss_mb(), 1),
+                "rss_before_render_mb": round(before, 1),
+                "output_mb": round(Path(args.output).stat().st_size / 1e6, 2),
+                "bound": t.bound(),
+                "cpu": cpu,
+            }
+        )
+    )
     return 0
 
 
@@ -108,8 +122,9 @@ def prepare(args: argparse.Namespace) -> int:
     resident size Linux would otherwise count in each child's ru_maxrss)."""
     folder = model_folder(args.work, RESOLUTION, args.seed, CHANNEL_WIDTH)
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoint, checkpoint_s = prepare_checkpoint(folder, resolution=RESOLUTION, seed=args.seed,
-                                                  channel_width=CHANNEL_WIDTH)
+    checkpoint, checkpoint_s = prepare_checkpoint(
+        folder, resolution=RESOLUTION, seed=args.seed, channel_width=CHANNEL_WIDTH
+    )
     model, export_s = prepare_export(checkpoint, folder / "fp32.onnx", "fp32")
     print(json.dumps({"model": str(model), "random_weights_s": checkpoint_s, "export_s": export_s}))
     return 0
@@ -118,8 +133,9 @@ def prepare(args: argparse.Namespace) -> int:
 def _python(*arguments: str) -> dict[str, Any]:
     """Run this module in a fresh interpreter; its last stdout line is a JSON record."""
     command = [sys.executable, "-m", "benchmarks.bench_scaling", *arguments]
-    finished = subprocess.run(command, capture_output=True, text=True, check=False,
-                              cwd=Path(__file__).resolve().parent.parent)
+    finished = subprocess.run(
+        command, capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parent.parent
+    )
     if finished.returncode != 0:
         print(finished.stderr, file=sys.stderr)
         raise SystemExit(f"{' '.join(arguments[:2])} failed (exit {finished.returncode})")
@@ -155,16 +171,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     for minutes in args.minutes:
         music = write_long_music(args.work / f"music-{minutes:g}min.wav", 60 * minutes)
         output = args.work / f"scaling-{minutes:g}min.mp4"
-        command = ["--child", "--input", str(music), "--output", str(output), "--model", str(model),
-                   "--fps", str(args.fps)]
+        command = [
+            "--child",
+            "--input",
+            str(music),
+            "--output",
+            str(output),
+            "--model",
+            str(model),
+            "--fps",
+            str(args.fps),
+        ]
         if args.threads:
             command += ["--threads", str(args.threads)]
         if args.batch_size:
             command += ["--batch-size", str(args.batch_size)]
         started = time.perf_counter()
         run = _python(*command)
-        run.update({"minutes": minutes, "process_wall_s": round(time.perf_counter() - started, 2),
-                    "load_average_1min_after": load_average()})
+        run.update(
+            {
+                "minutes": minutes,
+                "process_wall_s": round(time.perf_counter() - started, 2),
+                "load_average_1min_after": load_average(),
+            }
+        )
         output.unlink(missing_ok=True)
         runs.append(run)
 
@@ -177,11 +207,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # What holding every frame in a list (the peers' way) would need at this length.
         run["frames_in_a_list_mb"] = round(run["frames"] * RESOLUTION * RESOLUTION * 3 / 1e6, 1)
     record = {
-        "settings": {"model": f"biggan-deep-{RESOLUTION} architecture, channel_width {CHANNEL_WIDTH}",
-                     "weights": f"random seed {args.seed}", "precision": "fp32", "fps": args.fps,
-                     "batch_size": args.batch_size or "render default", "threads": args.threads or "render default",
-                     "input": "the example music repeated, 22.05 kHz stereo 16-bit WAV",
-                     "load_average_1min_before": load_before},
+        "settings": {
+            "model": f"biggan-deep-{RESOLUTION} architecture, channel_width {CHANNEL_WIDTH}",
+            "weights": f"random seed {args.seed}",
+            "precision": "fp32",
+            "fps": args.fps,
+            "batch_size": args.batch_size or "render default",
+            "threads": args.threads or "render default",
+            "input": "the example music repeated, 22.05 kHz stereo 16-bit WAV",
+            "load_average_1min_before": load_before,
+        },
         "preparation": preparation,
         "runs": runs,
     }
@@ -191,23 +226,51 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _markdown(record: dict[str, Any]) -> str:
     s = record["settings"]
-    rows = [[f"{r['minutes']:g}", r["frames"], f"{r['wall_s']:.1f}", f"{r['seconds_per_audio_minute']:.2f}",
-             f"{r['time_ratio_vs_first_over_length_ratio']:.2f}", f"{r['times_s']['decode_and_analysis']:.1f}",
-             f"{r['times_s']['inference']:.1f}", f"{r['times_s']['encode_and_mux']:.1f}",
-             f"{r['peak_rss_mb']:.0f}", f"{r['ru_maxrss_mb']:.0f}", f"{r['rss_before_render_mb']:.0f}",
-             f"{r['peak_rss_ratio_vs_first']:.2f}",
-             f"{r['frames_in_a_list_mb']:.0f}", r.get("bound", "?"), r.get("cpu", {}).get("other_processes_cores", "?")]
-            for r in record["runs"]]
-    header = ["audio min", "frames", "render s", "s per audio min", "time ratio / length ratio",
-              "analysis s", "inference s", "encode + mux s", "peak RSS MB (VmHWM)", "ru_maxrss MB",
-              "RSS before render MB",
-              "peak RSS ratio", "frames-in-a-list MB (peers)", "bound by", "other processes (cores)"]
-    return "\n".join([
-        f"Scaling: {s['model']} ({s['weights']}), {s['fps']} fps, one fresh process per length; "
-        f"load average before {s['load_average_1min_before']}",
-        "",
-        markdown_table(header, rows),
-    ])
+    rows = [
+        [
+            f"{r['minutes']:g}",
+            r["frames"],
+            f"{r['wall_s']:.1f}",
+            f"{r['seconds_per_audio_minute']:.2f}",
+            f"{r['time_ratio_vs_first_over_length_ratio']:.2f}",
+            f"{r['times_s']['decode_and_analysis']:.1f}",
+            f"{r['times_s']['inference']:.1f}",
+            f"{r['times_s']['encode_and_mux']:.1f}",
+            f"{r['peak_rss_mb']:.0f}",
+            f"{r['ru_maxrss_mb']:.0f}",
+            f"{r['rss_before_render_mb']:.0f}",
+            f"{r['peak_rss_ratio_vs_first']:.2f}",
+            f"{r['frames_in_a_list_mb']:.0f}",
+            r.get("bound", "?"),
+            r.get("cpu", {}).get("other_processes_cores", "?"),
+        ]
+        for r in record["runs"]
+    ]
+    header = [
+        "audio min",
+        "frames",
+        "render s",
+        "s per audio min",
+        "time ratio / length ratio",
+        "analysis s",
+        "inference s",
+        "encode + mux s",
+        "peak RSS MB (VmHWM)",
+        "ru_maxrss MB",
+        "RSS before render MB",
+        "peak RSS ratio",
+        "frames-in-a-list MB (peers)",
+        "bound by",
+        "other processes (cores)",
+    ]
+    return "\n".join(
+        [
+            f"Scaling: {s['model']} ({s['weights']}), {s['fps']} fps, one fresh process per length; "
+            f"load average before {s['load_average_1min_before']}",
+            "",
+            markdown_table(header, rows),
+        ]
+    )
 
 
 if __name__ == "__main__":

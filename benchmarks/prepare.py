@@ -64,7 +64,9 @@ def model_folder(work: Path, resolution: int, seed: int, channel_width: int | No
     return work / f"biggan-deep-{resolution}{width}-random-seed{seed}"
 
 
-def prepare_checkpoint(folder: Path, *, resolution: int, seed: int, channel_width: int | None = None) -> tuple[Path, float | None]:
+def prepare_checkpoint(
+    folder: Path, *, resolution: int, seed: int, channel_width: int | None = None
+) -> tuple[Path, float | None]:
     """A checkpoint directory with seeded random weights under `folder`, made once."""
     from ganterp_fast.export import write_random_checkpoint
     from ganterp_fast.export.checkpoint import CONFIG_NAME, WEIGHTS_NAME
@@ -110,7 +112,9 @@ def prepare_int8(fp32: Path, path: Path, seed: int) -> tuple[Path, dict[str, Any
         report = quantize_int8(fp32, path, seed=seed)
         made = {"quantize_s": round(report.seconds, 1)}
         metadata = report.metadata
-    figures = {key[len(META_PREFIX):]: value for key, value in metadata.items() if key.startswith(META_PREFIX + "int8_")}
+    figures = {
+        key[len(META_PREFIX) :]: value for key, value in metadata.items() if key.startswith(META_PREFIX + "int8_")
+    }
     return path, {**figures, **made}
 
 

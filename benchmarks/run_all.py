@@ -41,8 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = time.perf_counter()
         # Each in a fresh process: thread pools (ONNX Runtime's, torch's OpenMP) left by one
         # benchmark may keep spinning and slow the next.
-        code = subprocess.run([sys.executable, "-m", module, *extra, "--out", str(args.out.resolve())],
-                              cwd=Path(__file__).resolve().parent.parent).returncode
+        code = subprocess.run(
+            [sys.executable, "-m", module, *extra, "--out", str(args.out.resolve())],
+            cwd=Path(__file__).resolve().parent.parent,
+        ).returncode
         print(f"== {name}: exit {code} after {time.perf_counter() - started:.0f} s", flush=True)
         if code:
             failed.append(name)

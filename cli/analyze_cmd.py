@@ -59,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         times = result.inflection_times
         shown = ", ".join(f"{t:.2f}" for t in times[:40]) + (" ..." if len(times) > 40 else "")
-        print(f"{source}: {result.duration_s:.2f} s at {result.sample_rate} Hz, {result.num_columns} spectrogram columns")
+        print(
+            f"{source}: {result.duration_s:.2f} s at {result.sample_rate} Hz, {result.num_columns} spectrogram columns"
+        )
         print(f"{len(times)} inflection points (s): {shown}")
         for label, path in (("json", args.json), ("plot", args.plot)):
             if path:

@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "classes",
         help="list or search the ImageNet classes BigGAN draws",
-        description="List the 1000 ImageNet classes with their indices, or those whose name, index or WordNet id contains QUERY.",
+        description="List the 1000 ImageNet classes with their indices, or those "
+        "whose name, index or WordNet id contains QUERY.",
     )
     parser.add_argument("query", nargs="?", metavar="QUERY", help="text to search for, e.g. 'dog' or 'n015'")
     add_common_flags(parser)

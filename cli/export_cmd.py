@@ -26,16 +26,27 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
             "uint8 frames out. The export is checked against PyTorch before it is written."
         ),
     )
-    parser.add_argument("model", metavar="MODEL",
-                        help="biggan-deep-128, biggan-deep-256, biggan-deep-512 (downloaded once), or a "
-                             "checkpoint directory holding config.json and pytorch_model.bin")
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="biggan-deep-128, biggan-deep-256, biggan-deep-512 (downloaded once), or a "
+        "checkpoint directory holding config.json and pytorch_model.bin",
+    )
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.onnx", help="file to write")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32 for CPUs, fp16 for GPUs, int8 for CPUs with VNNI (quantised, gated at 40 dB PSNR against fp32) "
-                             "(default: %(default)s)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 for CPUs, fp16 for GPUs, int8 for CPUs with VNNI (quantised, gated at 40 dB PSNR against fp32) "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (18 or newer; default: the exporter's)")
-    parser.add_argument("--weights", choices=("random",), default=None,
-                        help="seeded random weights in MODEL's architecture (tests, benchmarks, offline try-outs)")
+    parser.add_argument(
+        "--weights",
+        choices=("random",),
+        default=None,
+        help="seeded random weights in MODEL's architecture (tests, benchmarks, offline try-outs)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of --weights random (default: %(default)s)")
     parser.add_argument("-y", "--overwrite", action="store_true", help="replace OUT.onnx if it exists")
     add_common_flags(parser)
@@ -55,13 +66,20 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise MissingExtraError("exporting a model", "export") from exc
     started = time.perf_counter()
-    report = export.export_model(args.model, output, precision=args.precision, opset=args.opset,
-                                 weights=args.weights, seed=args.seed)
+    report = export.export_model(
+        args.model, output, precision=args.precision, opset=args.opset, weights=args.weights, seed=args.seed
+    )
     if not args.quiet:
-        parity = (f"max {report.max_abs_diff:.2f} uint8 levels, mean {report.mean_abs_diff:.3f}, "
-                  f"PSNR {report.psnr_db:.1f} dB" if report.max_abs_diff is not None else "not checked")
-        print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB): {report.model_name}, "
-              f"{report.resolution} px, {report.precision}, opset {report.opset}", file=sys.stdout)
+        parity = (
+            f"max {report.max_abs_diff:.2f} uint8 levels, mean {report.mean_abs_diff:.3f}, PSNR {report.psnr_db:.1f} dB"
+            if report.max_abs_diff is not None
+            else "not checked"
+        )
+        print(
+            f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB): {report.model_name}, "
+            f"{report.resolution} px, {report.precision}, opset {report.opset}",
+            file=sys.stdout,
+        )
         against = "fp32 (int8 quality gate)" if report.precision == "int8" else "PyTorch"
         print(f"parity vs {against}: {parity}; {time.perf_counter() - started:.1f} s", file=sys.stdout)
     return 0

@@ -14,8 +14,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ganterp_fast import __version__
 from ganterp_fast.engine.errors import GanterpError
+
+from ganterp_fast import __version__
 
 SUBCOMMANDS = ("analyze", "render", "export", "classes")
 EXIT_INTERRUPTED = 130

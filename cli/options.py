@@ -10,25 +10,56 @@ _DEFAULTS = AnalysisOptions()
 
 
 def add_input_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", metavar="INPUT", nargs="?", help="audio or video file (wav, flac, mp3, ogg, opus, m4a, mp4, mkv, mov, webm)")
+    parser.add_argument(
+        "input",
+        metavar="INPUT",
+        nargs="?",
+        help="audio or video file (wav, flac, mp3, ogg, opus, m4a, mp4, mkv, mov, webm)",
+    )
     add_example_flag(parser)
     group = parser.add_argument_group("excerpt")
-    group.add_argument("--start", type=float, default=_DEFAULTS.start, metavar="SECONDS", help="start of the excerpt (default: 0)")
-    group.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="length of the excerpt (default: to the end)")
+    group.add_argument(
+        "--start", type=float, default=_DEFAULTS.start, metavar="SECONDS", help="start of the excerpt (default: 0)"
+    )
+    group.add_argument(
+        "--duration", type=float, default=None, metavar="SECONDS", help="length of the excerpt (default: to the end)"
+    )
 
 
 def add_analysis_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("analysis (the seed's inflection-point detection)")
-    group.add_argument("--threshold", type=float, default=_DEFAULTS.threshold, help="how far a peak must stand above the means around it (default: %(default)s)")
+    group.add_argument(
+        "--threshold",
+        type=float,
+        default=_DEFAULTS.threshold,
+        help="how far a peak must stand above the means around it (default: %(default)s)",
+    )
     group.add_argument(
         "--inflection-type",
         choices=("min", "max", "both"),
         default=_DEFAULTS.inflection_type,
         help="which extrema count as inflection points (default: %(default)s)",
     )
-    group.add_argument("--absolute-threshold", type=float, default=_DEFAULTS.absolute_threshold, help="with 'min': minima above this are ignored (default: %(default)s)")
-    group.add_argument("--rolling-length", type=int, default=_DEFAULTS.rolling_length, metavar="COLUMNS", help="window of the means, in spectrogram columns (default: %(default)s)")
-    group.add_argument("--smoothing", type=int, default=_DEFAULTS.smoothing, metavar="COLUMNS", help="running mean over the TV distances; 0: none (default: %(default)s)")
+    group.add_argument(
+        "--absolute-threshold",
+        type=float,
+        default=_DEFAULTS.absolute_threshold,
+        help="with 'min': minima above this are ignored (default: %(default)s)",
+    )
+    group.add_argument(
+        "--rolling-length",
+        type=int,
+        default=_DEFAULTS.rolling_length,
+        metavar="COLUMNS",
+        help="window of the means, in spectrogram columns (default: %(default)s)",
+    )
+    group.add_argument(
+        "--smoothing",
+        type=int,
+        default=_DEFAULTS.smoothing,
+        metavar="COLUMNS",
+        help="running mean over the TV distances; 0: none (default: %(default)s)",
+    )
 
 
 def analysis_options(args: argparse.Namespace) -> AnalysisOptions:

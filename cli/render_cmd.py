@@ -35,39 +35,107 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_input_args(parser)
-    parser.add_argument("-o", "--output", metavar="OUTPUT", help="video file to write (default: INPUT's name with .mp4, beside it)")
+    parser.add_argument(
+        "-o", "--output", metavar="OUTPUT", help="video file to write (default: INPUT's name with .mp4, beside it)"
+    )
     parser.add_argument("-y", "--overwrite", action="store_true", help="replace OUTPUT if it exists")
 
     path = parser.add_argument_group("the path through latent space")
     path.add_argument(
         "--classes",
         metavar="LIST",
-        help="comma-separated ImageNet class names or indices, one per inflection point in order; missing ones are drawn at random (see 'ganterp-fast classes')",
+        help="comma-separated ImageNet class names or indices, one per inflection point in "
+        "order; missing ones are drawn at random (see 'ganterp-fast classes')",
     )
-    path.add_argument("--z-mode", choices=Z_MODES, default=_PATH_DEFAULTS.z_mode, help="one z per inflection point (the paper) or one for the whole video (the original code) (default: %(default)s)")
-    path.add_argument("--truncation", type=float, default=_PATH_DEFAULTS.truncation, help="BigGAN truncation in (0, 1]: lower is cleaner, higher more varied (default: %(default)s)")
-    path.add_argument("--seed", type=int, default=_PATH_DEFAULTS.seed, help="seed of the random classes and z: the same seed gives the same frames (default: %(default)s)")
+    path.add_argument(
+        "--z-mode",
+        choices=Z_MODES,
+        default=_PATH_DEFAULTS.z_mode,
+        help="one z per inflection point (the paper) or one for the whole "
+        "video (the original code) (default: %(default)s)",
+    )
+    path.add_argument(
+        "--truncation",
+        type=float,
+        default=_PATH_DEFAULTS.truncation,
+        help="BigGAN truncation in (0, 1]: lower is cleaner, higher more varied (default: %(default)s)",
+    )
+    path.add_argument(
+        "--seed",
+        type=int,
+        default=_PATH_DEFAULTS.seed,
+        help="seed of the random classes and z: the same seed gives the same frames (default: %(default)s)",
+    )
 
     video = parser.add_argument_group("video")
-    video.add_argument("--fps", default=str(_DEFAULTS.fps), help="frame rate: 24, 25, 30, 30000/1001, 60, ... or 'native' (sample rate / 128, one frame per spectrogram column) (default: %(default)s)")
-    video.add_argument("--crf", type=int, default=_DEFAULTS.crf, help="x264 quality, 0-51, lower is better (default: %(default)s)")
-    video.add_argument("--encoder-threads", type=int, default=_DEFAULTS.encoder_threads, metavar="N", help="x264 threads; 0: automatic (default: %(default)s)")
-    video.add_argument("--codec", choices=(*H264_ENCODERS, "auto"), default=_DEFAULTS.codec, help="H.264 encoder: libx264 (CPU), h264_nvenc (NVIDIA GPUs with NVENC), or auto: NVENC where it opens, else libx264 (default: %(default)s)")
-    video.add_argument("--preset", choices=X264_PRESETS, default=_DEFAULTS.preset, help="x264 speed/size trade-off (default: %(default)s)")
+    video.add_argument(
+        "--fps",
+        default=str(_DEFAULTS.fps),
+        help="frame rate: 24, 25, 30, 30000/1001, 60, ... or 'native' (sample rate / 128, "
+        "one frame per spectrogram column) (default: %(default)s)",
+    )
+    video.add_argument(
+        "--crf", type=int, default=_DEFAULTS.crf, help="x264 quality, 0-51, lower is better (default: %(default)s)"
+    )
+    video.add_argument(
+        "--encoder-threads",
+        type=int,
+        default=_DEFAULTS.encoder_threads,
+        metavar="N",
+        help="x264 threads; 0: automatic (default: %(default)s)",
+    )
+    video.add_argument(
+        "--codec",
+        choices=(*H264_ENCODERS, "auto"),
+        default=_DEFAULTS.codec,
+        help="H.264 encoder: libx264 (CPU), h264_nvenc (NVIDIA GPUs with NVENC), or auto: "
+        "NVENC where it opens, else libx264 (default: %(default)s)",
+    )
+    video.add_argument(
+        "--preset",
+        choices=X264_PRESETS,
+        default=_DEFAULTS.preset,
+        help="x264 speed/size trade-off (default: %(default)s)",
+    )
 
     model = parser.add_argument_group("model and hardware")
     model.add_argument(
         "--model",
         default=_DEFAULTS.model,
-        help="biggan-deep-128|256|512 (pretrained, fetched once), a checkpoint directory (config.json + pytorch_model.bin), or an exported .onnx (default: %(default)s)",
+        help="biggan-deep-128|256|512 (pretrained, fetched once), a checkpoint directory "
+        "(config.json + pytorch_model.bin), or an exported .onnx (default: %(default)s)",
     )
-    model.add_argument("--weights", choices=("random",), help="use the model's architecture with seeded random weights (offline try-outs, benchmarks)")
-    model.add_argument("--device", choices=DEVICES, default=_DEFAULTS.device, help="where the generator runs (default: %(default)s: CUDA when available)")
-    model.add_argument("--precision", choices=PRECISIONS, default=_DEFAULTS.precision, help="auto: fp16 on CUDA, fp32 on the CPU (default: %(default)s)")
-    model.add_argument("--batch-size", type=int, default=None, help="frames per generator call (default: 4 on the CPU, 16-64 on CUDA)")
+    model.add_argument(
+        "--weights",
+        choices=("random",),
+        help="use the model's architecture with seeded random weights (offline try-outs, benchmarks)",
+    )
+    model.add_argument(
+        "--device",
+        choices=DEVICES,
+        default=_DEFAULTS.device,
+        help="where the generator runs (default: %(default)s: CUDA when available)",
+    )
+    model.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=_DEFAULTS.precision,
+        help="auto: fp16 on CUDA, fp32 on the CPU (default: %(default)s)",
+    )
+    model.add_argument(
+        "--batch-size", type=int, default=None, help="frames per generator call (default: 4 on the CPU, 16-64 on CUDA)"
+    )
     model.add_argument("--threads", type=int, default=None, help="CPU threads for the generator (default: all cores)")
-    model.add_argument("--cuda-graph", action="store_true", help="CUDA: capture one CUDA graph per batch size and replay it (less launch overhead at small batches)")
-    model.add_argument("--tensorrt", action="store_true", help="CUDA: run through ONNX Runtime's TensorRT provider (fp16; the engine is built once and cached)")
+    model.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="CUDA: capture one CUDA graph per batch size and replay it (less launch overhead at small batches)",
+    )
+    model.add_argument(
+        "--tensorrt",
+        action="store_true",
+        help="CUDA: run through ONNX Runtime's TensorRT provider (fp16; the engine is built once and cached)",
+    )
 
     add_analysis_args(parser)
     add_common_flags(parser)
@@ -125,7 +193,14 @@ def run(args: argparse.Namespace) -> int:
         if bar is None:
             from tqdm import tqdm
 
-            bar = tqdm(total=update.frames_total, unit="frame", dynamic_ncols=True, desc="render", file=sys.stderr, mininterval=0.5)
+            bar = tqdm(
+                total=update.frames_total,
+                unit="frame",
+                dynamic_ncols=True,
+                desc="render",
+                file=sys.stderr,
+                mininterval=0.5,
+            )
         bar.update(update.frames_done - bar.n)
 
     try:
@@ -136,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         t = result.times
         print(
-            f"{result.output}: {result.frames} frames at {float(result.fps):g} fps, {result.resolution}x{result.resolution}, "
+            f"{result.output}: {result.frames} frames at {float(result.fps):g} "
+            f"fps, {result.resolution}x{result.resolution}, "
             f"{result.analysis.duration_s:.1f} s of audio"
         )
         print(

@@ -325,8 +325,10 @@ def analyze_samples(
         raise InputError(f"sample rate must be a positive integer, got {sample_rate}")
     blocks = [samples] if isinstance(samples, np.ndarray) else samples
     if keep_plot:
-        expected = expected_samples if expected_samples is not None else (
-            len(samples) if isinstance(samples, np.ndarray) else 0
+        expected = (
+            expected_samples
+            if expected_samples is not None
+            else (len(samples) if isinstance(samples, np.ndarray) else 0)
         )
         expected_columns = max(1, expected // HOP_LENGTH)
         group = max(1, math.ceil(expected_columns / _PLOT_COLUMNS)) if expected else 64

@@ -40,7 +40,9 @@ def _probe_pyav(file: Path) -> AudioInfo:
         frames = _decode(container, stream, file)
         first = next(frames, None)
         if first is None:
-            raise InputError(f"the audio track of {file} holds no decodable sound: the file may be truncated or corrupt")
+            raise InputError(
+                f"the audio track of {file} holds no decodable sound: the file may be truncated or corrupt"
+            )
         sample_rate = int(first.sample_rate or stream.codec_context.sample_rate or 0)
         if sample_rate <= 0:
             raise InputError(f"the audio track of {file} has no sample rate: the file may be corrupt")

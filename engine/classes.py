@@ -63,9 +63,7 @@ def class_index(query: str | int) -> int:
         contained = [name for name in _by_name() if key in name][:4]
         suggestions = list(dict.fromkeys(close + contained))[:5]
         hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
-        raise InputError(
-            f"unknown class {query!r}{hint} (see 'ganterp-fast classes QUERY' for names and indices)"
-        )
+        raise InputError(f"unknown class {query!r}{hint} (see 'ganterp-fast classes QUERY' for names and indices)")
     if len(matches) > 1:
         options = ", ".join(f"{i} ({all_classes()[i].name}, {all_classes()[i].wnid})" for i in matches)
         raise InputError(f"class name {query!r} is ambiguous: it names {options}; give the index instead")

@@ -34,7 +34,18 @@ log = logging.getLogger(__name__)
 
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 H264_ENCODERS = ("h264_nvenc", "libx264")  # preference order for codec="auto"
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
 # NVENC's presets p1 (fastest) .. p7 (best) for the x264 names.
 _NVENC_PRESETS = dict(zip(X264_PRESETS, ("p1", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p7", "p7")))
 # BT.709 matrix, limited range, tagged in the stream (AVCOL_SPC/PRI/TRC_BT709 = 1, AVCOL_RANGE_MPEG = 1).
@@ -175,7 +186,9 @@ class VideoWriter:
 
         folder = self.output.parent
         try:
-            self._temporary = temporary_beside(self.output, prefix=f".{self.output.stem}.partial-", suffix=self.output.suffix)
+            self._temporary = temporary_beside(
+                self.output, prefix=f".{self.output.stem}.partial-", suffix=self.output.suffix
+            )
         except OSError as exc:
             raise InputError(f"cannot write into {folder}: {exc.strerror or exc}") from exc
         # A writer dropped without close() or abort() still leaves no temporary file behind.
@@ -183,17 +196,32 @@ class VideoWriter:
         self._closed = False
         self._finished = False
         try:
-            container_options = {"movflags": "+faststart"} if options.faststart and container_format != "matroska" else {}
-            self._container = av.open(os.fspath(self._temporary), "w", format=container_format, options=container_options)
+            container_options = (
+                {"movflags": "+faststart"} if options.faststart and container_format != "matroska" else {}
+            )
+            self._container = av.open(
+                os.fspath(self._temporary), "w", format=container_format, options=container_options
+            )
             self._video = self._add_video(codec)
-            self._audio = None if audio is None else Soundtrack(
-                self._container, self._audio_info, start=audio.start, duration=audio.duration, bitrate=options.audio_bitrate)
+            self._audio = (
+                None
+                if audio is None
+                else Soundtrack(
+                    self._container,
+                    self._audio_info,
+                    start=audio.start,
+                    duration=audio.duration,
+                    bitrate=options.audio_bitrate,
+                )
+            )
         except BaseException as exc:
             self.abort()
             if isinstance(exc, (av.FFmpegError, OSError)):
                 raise RenderError(f"cannot start encoding {self.output}: {_reason(exc)}") from exc
             raise
-        log.debug("writing %s via %s (%dx%d at %s fps, %s)", self.output, self._temporary.name, width, height, self.fps, codec)
+        log.debug(
+            "writing %s via %s (%dx%d at %s fps, %s)", self.output, self._temporary.name, width, height, self.fps, codec
+        )
 
     def _add_video(self, codec: str):  # -> av.VideoStream
         opts = self.options

@@ -45,7 +45,9 @@ def example_music(seconds: float = EXAMPLE_SECONDS, sample_rate: int = EXAMPLE_R
         left[mask] += 0.3 * pluck * np.sin(2 * np.pi * chord[0] / 2 * local)  # bass
         hit = mask & (t < start + 0.08)  # kick and noise snare, alternating
         decay = np.exp(-(t[hit] - start) * 40)
-        left[hit] += 0.6 * decay * (np.sin(2 * np.pi * 60 * (t[hit] - start)) if k % 2 == 0 else rng.normal(0, 0.7, hit.sum()))
+        left[hit] += (
+            0.6 * decay * (np.sin(2 * np.pi * 60 * (t[hit] - start)) if k % 2 == 0 else rng.normal(0, 0.7, hit.sum()))
+        )
     left /= max(1e-9, np.abs(left).max()) / 0.8
     right = np.roll(left, int(0.01 * sample_rate)) * 0.9  # a little width
     return np.stack([left, right]).astype(np.float32)

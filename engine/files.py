@@ -25,7 +25,9 @@ def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
         if blocker == folder:
             raise InputError(f"output folder {folder} is a file, not a folder: choose another path")
         if blocker is not None and not blocker.is_dir():
-            raise InputError(f"output folder {folder} cannot exist: {blocker} is a file, not a folder; choose another path")
+            raise InputError(
+                f"output folder {folder} cannot exist: {blocker} is a file, not a folder; choose another path"
+            )
         raise InputError(f"output folder {folder} does not exist: create it first or choose another path")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"output folder {folder} is not writable: choose another path")

@@ -155,7 +155,7 @@ def _parse_entry(data: bytes) -> tuple[str, str]:
             shift += 7
             if not byte & 0x80:
                 break
-        fields[key >> 3] = data[pos:pos + length].decode("utf-8")
+        fields[key >> 3] = data[pos : pos + length].decode("utf-8")
         pos += length
     return fields[1], fields[2]
 
@@ -169,12 +169,16 @@ def check_metadata(metadata: dict[str, str], path: str | os.PathLike[str]) -> No
             "make one with: ganterp-fast export biggan-deep-128 -o model.onnx"
         )
     if version != FORMAT_VERSION:
-        raise ModelError(f"{path} has model format {version}, this version reads format {FORMAT_VERSION}; "
-                         "export the model again with this version of ganterp-fast")
+        raise ModelError(
+            f"{path} has model format {version}, this version reads format {FORMAT_VERSION}; "
+            "export the model again with this version of ganterp-fast"
+        )
     inputs = tuple(metadata.get(META_PREFIX + "inputs", "").split(","))
     if inputs != INPUT_NAMES or metadata.get(META_PREFIX + "outputs") != OUTPUT_NAME:
-        raise ModelError(f"{path} declares inputs {inputs} and output {metadata.get(META_PREFIX + 'outputs')!r}; "
-                         f"expected {INPUT_NAMES} and {OUTPUT_NAME!r}")
+        raise ModelError(
+            f"{path} declares inputs {inputs} and output {metadata.get(META_PREFIX + 'outputs')!r}; "
+            f"expected {INPUT_NAMES} and {OUTPUT_NAME!r}"
+        )
     try:
         int(metadata[META_PREFIX + "resolution"])
     except (KeyError, ValueError) as exc:
@@ -205,12 +209,21 @@ class Generator:
     first (fp16, engine cache under the model cache).
     """
 
-    def __init__(self, model_path: str | os.PathLike[str], *, device: str = "auto",
-                 threads: int | None = None, tensorrt: bool = False, cuda_graph: bool = False) -> None:
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        tensorrt: bool = False,
+        cuda_graph: bool = False,
+    ) -> None:
         ort = _import_onnxruntime()
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
-            raise InputError(f"model file {self.model_path} does not exist; pass an .onnx made by 'ganterp-fast export'")
+            raise InputError(
+                f"model file {self.model_path} does not exist; pass an .onnx made by 'ganterp-fast export'"
+            )
         self._metadata = read_metadata(self.model_path)
         check_metadata(self._metadata, self.model_path)
         self._resolution = int(self._metadata[META_PREFIX + "resolution"])
@@ -222,8 +235,15 @@ class Generator:
 
             trt_cache = cache_dir() / "tensorrt"
             trt_cache.mkdir(parents=True, exist_ok=True)
-        plan = plan_providers(ort.get_available_providers(), device=device, precision=self._precision,
-                              tensorrt=tensorrt, cuda_graph=cuda_graph, threads=threads, trt_cache_dir=trt_cache)
+        plan = plan_providers(
+            ort.get_available_providers(),
+            device=device,
+            precision=self._precision,
+            tensorrt=tensorrt,
+            cuda_graph=cuda_graph,
+            threads=threads,
+            trt_cache_dir=trt_cache,
+        )
         for note in plan.notes:
             log.warning(note)
         try:
@@ -232,8 +252,11 @@ class Generator:
             if not plan.cuda_graph:
                 raise ModelError(f"ONNX Runtime cannot load {self.model_path}: {exc}") from exc
             # Capture needs every node on the GPU; some models or builds keep a few on the CPU.
-            log.warning("CUDA graphs are not possible for %s (%s); running without them",
-                        self.model_path.name, str(exc).splitlines()[0][:200])
+            log.warning(
+                "CUDA graphs are not possible for %s (%s); running without them",
+                self.model_path.name,
+                str(exc).splitlines()[0][:200],
+            )
             plan = plan.without_cuda_graph()
             try:
                 self._session = self._make_session(ort, plan)
@@ -242,11 +265,19 @@ class Generator:
         self._providers = list(self._session.get_providers())
         self._plan = self._confirm_providers(plan, device, tensorrt)
         self._check_signature()
-        self._runner = (BoundRunner(self._session, ort, "cuda", cuda_graph=self._plan.cuda_graph)
-                        if self._plan.io_binding else None)
-        log.info("generator %s: %d px %s on %s (providers %s, %d threads%s)", self.model_path.name,
-                 self._resolution, self._precision, self._plan.device, ", ".join(self._providers),
-                 self._plan.intra_op_threads, ", CUDA graphs" if self._plan.cuda_graph else "")
+        self._runner = (
+            BoundRunner(self._session, ort, "cuda", cuda_graph=self._plan.cuda_graph) if self._plan.io_binding else None
+        )
+        log.info(
+            "generator %s: %d px %s on %s (providers %s, %d threads%s)",
+            self.model_path.name,
+            self._resolution,
+            self._precision,
+            self._plan.device,
+            ", ".join(self._providers),
+            self._plan.intra_op_threads,
+            ", CUDA graphs" if self._plan.cuda_graph else "",
+        )
 
     def _make_session(self, ort: Any, plan: ProviderPlan) -> Any:
         options = ort.SessionOptions()
@@ -256,7 +287,8 @@ class Generator:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
         return ort.InferenceSession(
-            str(self.model_path), sess_options=options,
+            str(self.model_path),
+            sess_options=options,
             providers=[name for name, _ in plan.providers],
             provider_options=[opts for _, opts in plan.providers],
         )
@@ -267,8 +299,10 @@ class Generator:
             if tensorrt and TENSORRT not in self._providers:
                 raise ProviderError(f"TensorRT could not start (providers in use: {', '.join(self._providers)})")
             return plan
-        reason = (f"the CUDA provider could not start (no GPU, driver or CUDA/cuDNN libraries?); "
-                  f"ONNX Runtime fell back to {', '.join(self._providers)}")
+        reason = (
+            f"the CUDA provider could not start (no GPU, driver or CUDA/cuDNN libraries?); "
+            f"ONNX Runtime fell back to {', '.join(self._providers)}"
+        )
         if device == "cuda":
             raise ProviderError(reason + "; use device 'cpu' to run on the CPU")
         log.warning("%s: running on the CPU", reason)
@@ -279,8 +313,10 @@ class Generator:
         outputs = [item.name for item in self._session.get_outputs()]
         problems = [name for name in INPUT_NAMES if name not in inputs or inputs[name].shape[-1] != INPUT_WIDTHS[name]]
         if problems or outputs != [OUTPUT_NAME]:
-            raise ModelError(f"{self.model_path} does not have the ganterp-fast BigGAN inputs/outputs "
-                             f"(inputs {sorted(inputs)}, outputs {outputs})")
+            raise ModelError(
+                f"{self.model_path} does not have the ganterp-fast BigGAN inputs/outputs "
+                f"(inputs {sorted(inputs)}, outputs {outputs})"
+            )
 
     # -- properties -----------------------------------------------------------------------
 
@@ -321,8 +357,9 @@ class Generator:
 
     # -- running --------------------------------------------------------------------------
 
-    def __call__(self, z: np.ndarray, class_vectors: np.ndarray,
-                 truncation: float | Sequence[float] | np.ndarray = 0.4) -> np.ndarray:
+    def __call__(
+        self, z: np.ndarray, class_vectors: np.ndarray, truncation: float | Sequence[float] | np.ndarray = 0.4
+    ) -> np.ndarray:
         """Frames uint8 [B, H, W, 3] for latents `z` [B, 128] and class vectors [B, 1000].
 
         `z` is used as given (already multiplied by the truncation, as pytorch-pretrained-biggan
@@ -337,8 +374,9 @@ class Generator:
         return self._session.run([OUTPUT_NAME], feeds)[0]
 
     @staticmethod
-    def prepare(z: np.ndarray, class_vectors: np.ndarray,
-                truncation: float | Sequence[float] | np.ndarray = 0.4) -> dict[str, np.ndarray]:
+    def prepare(
+        z: np.ndarray, class_vectors: np.ndarray, truncation: float | Sequence[float] | np.ndarray = 0.4
+    ) -> dict[str, np.ndarray]:
         """Validated float32 inputs of the graph, truncation turned into mixing weights."""
         z_array = np.ascontiguousarray(z, dtype=np.float32)
         classes = np.ascontiguousarray(class_vectors, dtype=np.float32)

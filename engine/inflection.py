@@ -93,7 +93,9 @@ def _peak_tests(
         i = pos - r - 1
         exact_prev = np.mean(a[i : i + r])
         exact_next = np.mean(a[pos + 1 : pos + r + 1])
-        passes[j] = _test(np.array([a[pos] - exact_prev]), np.array([a[pos] - exact_next]), np.array([True]), threshold)[0]
+        passes[j] = _test(
+            np.array([a[pos] - exact_prev]), np.array([a[pos] - exact_next]), np.array([True]), threshold
+        )[0]
 
     if kind == "min":
         skipped = (a[c] > a[c - 1]) | (a[c] > absolute_threshold)

@@ -47,8 +47,9 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("ganterp-fast"))
 
 
-def resolve_model(model: str | os.PathLike[str], *, precision: str = "fp32", weights: str | None = None,
-                  seed: int = 0) -> Path:
+def resolve_model(
+    model: str | os.PathLike[str], *, precision: str = "fp32", weights: str | None = None, seed: int = 0
+) -> Path:
     """The `.onnx` file for `model`, exporting a name or checkpoint directory into the cache once.
 
     `weights="random"` uses seeded random weights (`seed`) in the model's architecture.
@@ -118,8 +119,9 @@ def _import_export() -> Any:
         return importlib.import_module("ganterp_fast.export")
     except ImportError as exc:
         error = MissingExtraError("exporting a model", "export")
-        error.args = (f"{error} ({exc.name or exc}); a ready .onnx made elsewhere with "
-                      "'ganterp-fast export' runs without torch",)
+        error.args = (
+            f"{error} ({exc.name or exc}); a ready .onnx made elsewhere with 'ganterp-fast export' runs without torch",
+        )
         raise error from exc
 
 

@@ -66,11 +66,15 @@ def parse_fps(value: str | float | int | Fraction, *, sample_rate: int | None = 
     try:
         fps = Fraction(text).limit_denominator(1_000_000)
     except (ValueError, ZeroDivisionError):
-        raise InputError(f"fps must be a positive number, a ratio such as 30000/1001, or 'native'; got {value!r}") from None
+        raise InputError(
+            f"fps must be a positive number, a ratio such as 30000/1001, or 'native'; got {value!r}"
+        ) from None
     # Below 1 fps a single frame would outlast a short song (frames are at least 1), leaving a
     # video longer than its soundtrack; above 1000 no player shows the frames.
     if not MIN_FPS <= fps <= MAX_FPS:
-        raise InputError(f"fps must be from {MIN_FPS} to {MAX_FPS} frames per second (e.g. 24, 30, 30000/1001), got {value!r}")
+        raise InputError(
+            f"fps must be from {MIN_FPS} to {MAX_FPS} frames per second (e.g. 24, 30, 30000/1001), got {value!r}"
+        )
     return fps
 
 
@@ -131,7 +135,9 @@ class LatentPath:
         np.add.at(vectors, (rows, classes[high]), frac)
         return z.astype(np.float32), vectors
 
-    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    def batches(
+        self, batch_size: int, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(first frame index, z, class vectors) for consecutive batches of frames."""
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")

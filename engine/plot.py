@@ -36,7 +36,10 @@ def plot_analysis(analysis: Analysis, path: str | os.PathLike[str], *, overwrite
     times = analysis.column_times()
     fig, (ax_spec, ax_signal, ax_alpha) = plt.subplots(3, 1, figsize=(12, 8), sharex=True, constrained_layout=True)
     title = os.path.basename(analysis.source) if analysis.source else "audio"
-    fig.suptitle(f"{title}: {analysis.duration_s:.1f} s at {analysis.sample_rate} Hz, {len(analysis.inflection_points)} inflection points")
+    fig.suptitle(
+        f"{title}: {analysis.duration_s:.1f} s at {analysis.sample_rate} Hz, "
+        f"{len(analysis.inflection_points)} inflection points"
+    )
 
     image = analysis.plot_spectrogram
     if image is not None:
@@ -58,7 +61,9 @@ def plot_analysis(analysis: Analysis, path: str | os.PathLike[str], *, overwrite
     ax_signal.plot(tv_times[: len(analysis.tv)], analysis.tv, color="0.75", linewidth=0.5, label="TV distance")
     ax_signal.plot(times, analysis.signal, color="tab:blue", linewidth=1.0, label="smoothed signal")
     points = analysis.inflection_points
-    ax_signal.scatter(times[points], analysis.signal[points], color="tab:red", zorder=3, s=18, label="inflection points")
+    ax_signal.scatter(
+        times[points], analysis.signal[points], color="tab:red", zorder=3, s=18, label="inflection points"
+    )
     for t in times[points]:
         ax_alpha.axvline(t, color="tab:red", linewidth=0.6, alpha=0.5)
     upper = float(analysis.signal.max()) if len(analysis.signal) else 1.0

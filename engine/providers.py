@@ -49,17 +49,28 @@ class ProviderPlan:
 
     def without_cuda_graph(self) -> ProviderPlan:
         """The same plan with CUDA graph capture switched off (the fallback when a session refuses it)."""
-        providers = tuple((name, {k: v for k, v in options.items() if k not in _GRAPH_KEYS})
-                          for name, options in self.providers)
-        return ProviderPlan(self.device, providers, self.intra_op_threads, self.io_binding, self.notes, cuda_graph=False)
+        providers = tuple(
+            (name, {k: v for k, v in options.items() if k not in _GRAPH_KEYS}) for name, options in self.providers
+        )
+        return ProviderPlan(
+            self.device, providers, self.intra_op_threads, self.io_binding, self.notes, cuda_graph=False
+        )
 
 
 _GRAPH_KEYS = ("enable_cuda_graph", "trt_cuda_graph_enable")
 
 
-def plan_providers(available: Sequence[str], *, device: str = "auto", precision: str = "fp32",
-                   tensorrt: bool = False, cuda_graph: bool = False, threads: int | None = None,
-                   cpu_cores: int | None = None, trt_cache_dir: str | os.PathLike[str] | None = None) -> ProviderPlan:
+def plan_providers(
+    available: Sequence[str],
+    *,
+    device: str = "auto",
+    precision: str = "fp32",
+    tensorrt: bool = False,
+    cuda_graph: bool = False,
+    threads: int | None = None,
+    cpu_cores: int | None = None,
+    trt_cache_dir: str | os.PathLike[str] | None = None,
+) -> ProviderPlan:
     """Choose execution providers and options for a model of `precision` on `device`.
 
     CUDA (with IO binding and device buffers) when asked for or, for "auto", when ONNX Runtime
@@ -78,7 +89,9 @@ def plan_providers(available: Sequence[str], *, device: str = "auto", precision:
     # 2 CPUs: a 1-frame render measured at 2 minutes instead of half a second).
     limit = max(cores, usable_cpus())
     if threads is not None and threads > limit:
-        raise InputError(f"threads {threads}: use 1 to {limit} (the CPUs here), or leave it unset for one per physical core")
+        raise InputError(
+            f"threads {threads}: use 1 to {limit} (the CPUs here), or leave it unset for one per physical core"
+        )
     intra = threads or cores
     if device == "cuda" and CUDA not in available:
         raise ProviderError(
@@ -89,14 +102,18 @@ def plan_providers(available: Sequence[str], *, device: str = "auto", precision:
     if tensorrt and device == "cpu":
         raise InputError("TensorRT runs on the GPU: drop tensorrt or use device 'cuda'/'auto'")
     if tensorrt and TENSORRT not in available:
-        raise ProviderError(f"TensorRT asked for, but ONNX Runtime offers only {', '.join(available)}; "
-                            "install onnxruntime-gpu with TensorRT, or drop the TensorRT option")
+        raise ProviderError(
+            f"TensorRT asked for, but ONNX Runtime offers only {', '.join(available)}; "
+            "install onnxruntime-gpu with TensorRT, or drop the TensorRT option"
+        )
     use_cuda = device == "cuda" or (device == "auto" and CUDA in available)
     notes: list[str] = []
     if not use_cuda:
         if precision == "fp16":
-            notes.append("an fp16 model on the CPU runs slower than fp32 (no fp16 convolutions there); "
-                         "export with --precision fp32 for CPUs")
+            notes.append(
+                "an fp16 model on the CPU runs slower than fp32 (no fp16 convolutions there); "
+                "export with --precision fp32 for CPUs"
+            )
         if cuda_graph:
             notes.append("CUDA graphs apply on the GPU only; running on the CPU without them")
         return ProviderPlan("cpu", ((CPU, {}),), intra, io_binding=False, notes=tuple(notes))
@@ -136,12 +153,14 @@ def _tensorrt_options(cache_dir: str | os.PathLike[str] | None) -> dict[str, str
         "trt_profile_max_shapes": shapes(TRT_BATCH["max"]),
     }
     if cache_dir is not None:
-        options.update({
-            "trt_engine_cache_enable": "True",
-            "trt_engine_cache_path": os.fspath(cache_dir),
-            "trt_timing_cache_enable": "True",
-            "trt_timing_cache_path": os.fspath(cache_dir),
-        })
+        options.update(
+            {
+                "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": os.fspath(cache_dir),
+                "trt_timing_cache_enable": "True",
+                "trt_timing_cache_path": os.fspath(cache_dir),
+            }
+        )
     return options
 
 
@@ -163,7 +182,9 @@ def physical_cores() -> int:
     for cpu in cpus:
         topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
         try:
-            cores.add(((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip()))
+            cores.add(
+                ((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip())
+            )
         except OSError:
             cores = set()
             break
@@ -191,8 +212,9 @@ class BoundRunner:
 
     _graph_ids = itertools.count(1)  # ids are per process: ONNX Runtime keys graphs by id per session
 
-    def __init__(self, session: Any, ort: Any, device_type: str, device_id: int = 0, *,
-                 cuda_graph: bool = False) -> None:
+    def __init__(
+        self, session: Any, ort: Any, device_type: str, device_id: int = 0, *, cuda_graph: bool = False
+    ) -> None:
         self._session = session
         self._ort = ort
         self._device = (device_type, device_id)

@@ -151,7 +151,13 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, MemoryError) or any(
         marker in text
-        for marker in ("out of memory", "failed to allocate memory", "cudaerrormemoryallocation", "bad_alloc", "status_alloc_failed")
+        for marker in (
+            "out of memory",
+            "failed to allocate memory",
+            "cudaerrormemoryallocation",
+            "bad_alloc",
+            "status_alloc_failed",
+        )
     )  # the last: cuBLAS's and cuDNN's CUBLAS_STATUS_ALLOC_FAILED / CUDNN_STATUS_ALLOC_FAILED
 
 
@@ -215,8 +221,13 @@ def render(
     planned = planned_device(options.device)
     precision = _precision_for(options, planned)
     model_path = resolve_model(options.model, precision=precision, weights=options.weights, seed=options.weights_seed)
-    generator = Generator(model_path, device=options.device, threads=options.threads,
-                          tensorrt=options.tensorrt, cuda_graph=options.cuda_graph)
+    generator = Generator(
+        model_path,
+        device=options.device,
+        threads=options.threads,
+        tensorrt=options.tensorrt,
+        cuda_graph=options.cuda_graph,
+    )
     if options.precision not in ("auto", generator.precision) and ready_model:
         raise InputError(
             f"--precision {options.precision} asked for, but {model_path} is a ready {generator.precision} model; "
@@ -225,9 +236,16 @@ def render(
     if _precision_for(options, generator.device) != precision and not ready_model:
         # CUDA was offered but could not be used (or the reverse): the precision that suits.
         precision = _precision_for(options, generator.device)
-        model_path = resolve_model(options.model, precision=precision, weights=options.weights, seed=options.weights_seed)
-        generator = Generator(model_path, device=generator.device, threads=options.threads,
-                              tensorrt=options.tensorrt, cuda_graph=options.cuda_graph)
+        model_path = resolve_model(
+            options.model, precision=precision, weights=options.weights, seed=options.weights_seed
+        )
+        generator = Generator(
+            model_path,
+            device=generator.device,
+            threads=options.threads,
+            tensorrt=options.tensorrt,
+            cuda_graph=options.cuda_graph,
+        )
     times.model = time.perf_counter() - started
     log.info("model %s on %s (%s)", model_path.name, generator.device, ", ".join(generator.providers))
 
@@ -241,8 +259,9 @@ def render(
     batch_size = options.batch_size or default_batch_size(generator.device, generator.resolution)
     runner = _BatchRunner(generator, options.path.truncation, batch_size)
     clip = AudioClip(Path(input_path), start=options.analysis.start, duration=analysis.duration_s)
-    encode_options = EncodeOptions(crf=options.crf, preset=options.preset, codec=codec,
-                                   threads=int(options.encoder_threads))
+    encode_options = EncodeOptions(
+        crf=options.crf, preset=options.preset, codec=codec, threads=int(options.encoder_threads)
+    )
 
     batches: queue.Queue[tuple[int, np.ndarray] | BaseException | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
     stop = threading.Event()

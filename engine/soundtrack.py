@@ -31,8 +31,9 @@ class Soundtrack:
     `bitrate`: AAC bits/s, 0 for 96 kb/s per channel within AAC's ceiling at low rates.
     """
 
-    def __init__(self, container, info: AudioInfo, *, start: float = 0.0, duration: float | None = None,
-                 bitrate: int = 0) -> None:
+    def __init__(
+        self, container, info: AudioInfo, *, start: float = 0.0, duration: float | None = None, bitrate: int = 0
+    ) -> None:
         import av
 
         self.rate = info.sample_rate if info.sample_rate in AAC_RATES else _aac_rate(info.sample_rate)
@@ -46,13 +47,19 @@ class Soundtrack:
         self.stream.time_base = self.time_base
         self.stream.codec_context.time_base = self.time_base
         needs_resampling = self.rate != info.sample_rate or self.layout != info.layout
-        self.resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate) if needs_resampling else None
+        self.resampler = (
+            av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate) if needs_resampling else None
+        )
         self.fifo = av.AudioFifo()
         self.source: Generator | None = iter_audio_frames(info, start=start, duration=duration)
         self.sent = 0  # samples given to the encoder
         if needs_resampling:
             log.info(
-                "soundtrack: %s at %d Hz re-encoded as %s at %d Hz", info.layout, info.sample_rate, self.layout, self.rate
+                "soundtrack: %s at %d Hz re-encoded as %s at %d Hz",
+                info.layout,
+                info.sample_rate,
+                self.layout,
+                self.rate,
             )
 
     def _pull(self) -> bool:

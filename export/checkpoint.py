@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pytorch_pretrained_biggan import BigGAN, BigGANConfig
-
 from ganterp_fast.engine.errors import InputError, ModelError
 from ganterp_fast.engine.models import CONFIG_NAME, PRETRAINED_NAMES, WEIGHTS_NAME, file_sha256
+from pytorch_pretrained_biggan import BigGAN, BigGANConfig
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +34,16 @@ _LAYERS_512 = [
 ]  # fmt: skip
 ARCHITECTURES: dict[int, list[tuple[bool, int, int]]] = {
     128: [
-        (_F, 16, 16), (_T, 16, 16), (_F, 16, 16), (_T, 16, 8), (_F, 8, 8),
-        (_T, 8, 4), (_F, 4, 4), (_T, 4, 2), (_F, 2, 2), (_T, 2, 1),
+        (_F, 16, 16),
+        (_T, 16, 16),
+        (_F, 16, 16),
+        (_T, 16, 8),
+        (_F, 8, 8),
+        (_T, 8, 4),
+        (_F, 4, 4),
+        (_T, 4, 2),
+        (_F, 2, 2),
+        (_T, 2, 1),
     ],  # fmt: skip
     256: _LAYERS_512[:12],
     512: _LAYERS_512,
@@ -106,7 +113,9 @@ def load_source(source: str | os.PathLike[str]) -> LoadedModel:
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (config_path, weights_path):
             if not path.is_file():
-                raise ModelError(f"checkpoint directory {directory} has no {path.name}; it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+                raise ModelError(
+                    f"checkpoint directory {directory} has no {path.name}; it needs {CONFIG_NAME} and {WEIGHTS_NAME}"
+                )
         name = directory.resolve().name
         text = str(directory.resolve())
     config = read_config(config_path)
@@ -143,8 +152,11 @@ def read_config(path: Path) -> BigGANConfig:
             "(z_dim 128, 1000 classes, channel_width a multiple of 8, attention inside the layers)"
         )
     if int(config.output_dim) != resolution_of(config):
-        log.warning("config output_dim %s disagrees with its layers (%d px); using the layers",
-                    config.output_dim, resolution_of(config))
+        log.warning(
+            "config output_dim %s disagrees with its layers (%d px); using the layers",
+            config.output_dim,
+            resolution_of(config),
+        )
     return config
 
 
@@ -229,7 +241,7 @@ def _fetch_pretrained(name: str) -> tuple[Path, Path]:
         raise ModelError(
             f"could not fetch the pretrained weights of {name} ({reason}). "
             f"Offline, pass a local checkpoint directory holding {CONFIG_NAME} and {WEIGHTS_NAME} "
-            f"instead of the name, or use --weights random (weights=\"random\") for seeded random "
+            f'instead of the name, or use --weights random (weights="random") for seeded random '
             f"weights in the same architecture."
         ) from exc
     return paths[0], paths[1]

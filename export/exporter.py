@@ -21,9 +21,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from pytorch_pretrained_biggan import BigGAN
-
-from ganterp_fast import __version__
 from ganterp_fast.engine.errors import InputError, ModelError
 from ganterp_fast.engine.generator import (
     FORMAT_VERSION,
@@ -35,8 +32,19 @@ from ganterp_fast.engine.generator import (
     Z_DIM,
     truncation_weights,
 )
+from pytorch_pretrained_biggan import BigGAN
 
-from .checkpoint import PRETRAINED_NAMES, LoadedModel, describe, load_source, read_config, resolution_of, state_dict_sha256
+from ganterp_fast import __version__
+
+from .checkpoint import (
+    PRETRAINED_NAMES,
+    LoadedModel,
+    describe,
+    load_source,
+    read_config,
+    resolution_of,
+    state_dict_sha256,
+)
 from .graph import PRECISIONS, ExportableBigGAN
 from .random_weights import make_random_biggan
 
@@ -74,9 +82,17 @@ class ExportReport:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def export_model(source: str | os.PathLike[str], output: str | os.PathLike[str], *, precision: str = "fp32",
-                 opset: int | None = None, weights: str | None = None, seed: int = 0,
-                 resolution: int | None = None, check: bool = True) -> ExportReport:
+def export_model(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    precision: str = "fp32",
+    opset: int | None = None,
+    weights: str | None = None,
+    seed: int = 0,
+    resolution: int | None = None,
+    check: bool = True,
+) -> ExportReport:
     """Export `source` (a pretrained name or checkpoint directory) to the ONNX file `output`.
 
     `weights="random"` replaces the weights with seeded random ones (`seed`) in the source's
@@ -85,8 +101,9 @@ def export_model(source: str | os.PathLike[str], output: str | os.PathLike[str],
     """
     started = time.perf_counter()
     if precision == "int8":
-        return _export_int8(source, output, opset=opset, weights=weights, seed=seed, resolution=resolution,
-                            check=check, started=started)
+        return _export_int8(
+            source, output, opset=opset, weights=weights, seed=seed, resolution=resolution, check=check, started=started
+        )
     if precision not in PRECISIONS:
         raise InputError(f"precision {precision!r}: use one of {', '.join([*PRECISIONS, 'int8'])}")
     if weights not in WEIGHTS_CHOICES:
@@ -106,12 +123,14 @@ def export_model(source: str | os.PathLike[str], output: str | os.PathLike[str],
         if check:
             log.info("checking the export against PyTorch")
             parity = check_parity(loaded.model, temporary, precision=precision)
-            metadata.update({
-                META_PREFIX + "parity_max_abs_diff": f"{parity['max_abs_diff']:.4f}",
-                META_PREFIX + "parity_mean_abs_diff": f"{parity['mean_abs_diff']:.4f}",
-                META_PREFIX + "parity_psnr_db": f"{parity['psnr_db']:.2f}",
-                META_PREFIX + "parity_cases": _cases_text(),
-            })
+            metadata.update(
+                {
+                    META_PREFIX + "parity_max_abs_diff": f"{parity['max_abs_diff']:.4f}",
+                    META_PREFIX + "parity_mean_abs_diff": f"{parity['mean_abs_diff']:.4f}",
+                    META_PREFIX + "parity_psnr_db": f"{parity['psnr_db']:.2f}",
+                    META_PREFIX + "parity_cases": _cases_text(),
+                }
+            )
         else:
             metadata[META_PREFIX + "parity_max_abs_diff"] = "unchecked"
         write_metadata(temporary, metadata)
@@ -119,21 +138,35 @@ def export_model(source: str | os.PathLike[str], output: str | os.PathLike[str],
     finally:
         temporary.unlink(missing_ok=True)
     report = ExportReport(
-        path=output, model_name=loaded.name, source=loaded.source, resolution=loaded.resolution,
-        precision=precision, opset=used_opset, weights_sha256=loaded.weights_sha256,
+        path=output,
+        model_name=loaded.name,
+        source=loaded.source,
+        resolution=loaded.resolution,
+        precision=precision,
+        opset=used_opset,
+        weights_sha256=loaded.weights_sha256,
         size_bytes=output.stat().st_size,
         max_abs_diff=parity["max_abs_diff"] if parity else None,
         mean_abs_diff=parity["mean_abs_diff"] if parity else None,
         psnr_db=parity["psnr_db"] if parity else None,
-        seconds=time.perf_counter() - started, metadata=metadata,
+        seconds=time.perf_counter() - started,
+        metadata=metadata,
     )
     log.info("wrote %s (%.1f MB) in %.1f s", output, report.size_bytes / 1e6, report.seconds)
     return report
 
 
-def _export_int8(source: str | os.PathLike[str], output: str | os.PathLike[str], *, opset: int | None,
-                 weights: str | None, seed: int, resolution: int | None, check: bool,
-                 started: float) -> ExportReport:
+def _export_int8(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    opset: int | None,
+    weights: str | None,
+    seed: int,
+    resolution: int | None,
+    check: bool,
+    started: float,
+) -> ExportReport:
     """fp32 export (parity-checked), then int8 static quantisation behind its PSNR gate."""
     from .quantize import quantize_int8
 
@@ -141,18 +174,27 @@ def _export_int8(source: str | os.PathLike[str], output: str | os.PathLike[str],
     output.parent.mkdir(parents=True, exist_ok=True)
     fp32 = output.with_name(f".{output.name}.{os.getpid()}.fp32.partial")
     try:
-        base = export_model(source, fp32, precision="fp32", opset=opset, weights=weights, seed=seed,
-                            resolution=resolution, check=check)
+        base = export_model(
+            source, fp32, precision="fp32", opset=opset, weights=weights, seed=seed, resolution=resolution, check=check
+        )
         quantized = quantize_int8(fp32, output, seed=seed)
     finally:
         fp32.unlink(missing_ok=True)
     metadata = dict(quantized.metadata)
     return ExportReport(
-        path=output, model_name=base.model_name, source=base.source, resolution=base.resolution,
-        precision="int8", opset=base.opset, weights_sha256=base.weights_sha256,
-        size_bytes=output.stat().st_size, max_abs_diff=quantized.max_abs_diff,
-        mean_abs_diff=quantized.mean_abs_diff, psnr_db=quantized.psnr_db,
-        seconds=time.perf_counter() - started, metadata=metadata,
+        path=output,
+        model_name=base.model_name,
+        source=base.source,
+        resolution=base.resolution,
+        precision="int8",
+        opset=base.opset,
+        weights_sha256=base.weights_sha256,
+        size_bytes=output.stat().st_size,
+        max_abs_diff=quantized.max_abs_diff,
+        mean_abs_diff=quantized.mean_abs_diff,
+        psnr_db=quantized.psnr_db,
+        seconds=time.perf_counter() - started,
+        metadata=metadata,
     )
 
 
@@ -170,11 +212,18 @@ def _random_source(source: str | os.PathLike[str], seed: int, resolution: int | 
         model = make_random_biggan(config=config, seed=seed)
         base = f"biggan-deep-{resolution_of(config)}-cw{config.channel_width}"
     else:
-        raise InputError(f"random weights need an architecture: a name ({', '.join(PRETRAINED_NAMES)}) "
-                         f"or a checkpoint directory with a config.json, not {text!r}")
+        raise InputError(
+            f"random weights need an architecture: a name ({', '.join(PRETRAINED_NAMES)}) "
+            f"or a checkpoint directory with a config.json, not {text!r}"
+        )
     arch = describe(model.config)
-    return LoadedModel(model, f"{base}-random-seed{seed}", f"random:{base}:seed={seed}",
-                       state_dict_sha256(model.state_dict()), arch["resolution"])
+    return LoadedModel(
+        model,
+        f"{base}-random-seed{seed}",
+        f"random:{base}:seed={seed}",
+        state_dict_sha256(model.state_dict()),
+        arch["resolution"],
+    )
 
 
 def _torch_export(graph: ExportableBigGAN, path: Path, opset: int | None) -> int:
@@ -189,9 +238,15 @@ def _torch_export(graph: ExportableBigGAN, path: Path, opset: int | None) -> int
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                graph, args, dynamo=True, opset_version=opset, input_names=list(INPUT_NAMES),
-                output_names=[OUTPUT_NAME], dynamic_shapes={name: {0: batch} for name in INPUT_NAMES},
-                optimize=True, verbose=False,
+                graph,
+                args,
+                dynamo=True,
+                opset_version=opset,
+                input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={name: {0: batch} for name in INPUT_NAMES},
+                optimize=True,
+                verbose=False,
             )
             program.save(str(path))
     except Exception as exc:  # the exporter raises many types
@@ -240,7 +295,9 @@ def _cases_text() -> str:
     return "; ".join(f"batch {b} t={'/'.join(map(str, t))}{' mixed' if m else ''}" for b, t, m in _PARITY_CASES)
 
 
-def _inputs(batch: int, truncations: tuple[float, ...], *, mixed: bool, generator: np.random.Generator) -> dict[str, np.ndarray]:
+def _inputs(
+    batch: int, truncations: tuple[float, ...], *, mixed: bool, generator: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Random graph inputs: truncated noise scaled per sample, one-hot or mixed classes."""
     per_sample = np.array([truncations[i % len(truncations)] for i in range(batch)], dtype=np.float64)
     noise = generator.standard_normal((batch, Z_DIM))
@@ -296,13 +353,17 @@ def check_parity(model: BigGAN, onnx_path: Path, *, precision: str) -> dict[str,
         per_sample = feeds.pop("_truncation")
         frames, activations = session.run([OUTPUT_NAME, probe_name], feeds)
         if not np.isfinite(activations).all():
-            raise ModelError(f"export check failed: the {precision} graph produces NaN or infinity "
-                             f"(batch {batch}, truncation {truncations}); export fp32 instead")
+            raise ModelError(
+                f"export check failed: the {precision} graph produces NaN or infinity "
+                f"(batch {batch}, truncation {truncations}); export fp32 instead"
+            )
         frames = frames.astype(np.float64)
-        reference = np.concatenate([
-            reference_frames(model, feeds["z"][i:i + 1], feeds["class_vector"][i:i + 1], per_sample[i])
-            for i in range(batch)
-        ]).astype(np.float64)
+        reference = np.concatenate(
+            [
+                reference_frames(model, feeds["z"][i : i + 1], feeds["class_vector"][i : i + 1], per_sample[i])
+                for i in range(batch)
+            ]
+        ).astype(np.float64)
         if not np.isfinite(reference).all():
             raise ModelError("the PyTorch reference itself produces NaN or infinity: the weights are broken")
         errors.append((frames - reference).ravel())
@@ -313,14 +374,23 @@ def check_parity(model: BigGAN, onnx_path: Path, *, precision: str) -> dict[str,
         "mean_abs_diff": float(np.mean(np.abs(diff))),
         "psnr_db": 10.0 * math.log10(255.0**2 / mse) if mse > 0 else float("inf"),
     }
-    log.info("parity (%s): max %.2f levels, mean %.3f, PSNR %.1f dB", precision,
-             figures["max_abs_diff"], figures["mean_abs_diff"], figures["psnr_db"])
+    log.info(
+        "parity (%s): max %.2f levels, mean %.3f, PSNR %.1f dB",
+        precision,
+        figures["max_abs_diff"],
+        figures["mean_abs_diff"],
+        figures["psnr_db"],
+    )
     if precision == "fp32" and figures["max_abs_diff"] > FP32_MAX_LEVELS:
-        raise ModelError(f"export parity check failed: the fp32 graph differs from PyTorch by up to "
-                         f"{figures['max_abs_diff']:.2f} uint8 levels (tolerance {FP32_MAX_LEVELS:g}; "
-                         f"PSNR {figures['psnr_db']:.1f} dB)")
+        raise ModelError(
+            f"export parity check failed: the fp32 graph differs from PyTorch by up to "
+            f"{figures['max_abs_diff']:.2f} uint8 levels (tolerance {FP32_MAX_LEVELS:g}; "
+            f"PSNR {figures['psnr_db']:.1f} dB)"
+        )
     if precision == "fp16" and not figures["psnr_db"] >= FP16_MIN_PSNR_DB:
-        raise ModelError(f"export parity check failed: the fp16 graph reaches only {figures['psnr_db']:.1f} dB "
-                         f"PSNR against PyTorch (needs {FP16_MIN_PSNR_DB:g} dB; max diff "
-                         f"{figures['max_abs_diff']:.0f} levels); export fp32 instead")
+        raise ModelError(
+            f"export parity check failed: the fp16 graph reaches only {figures['psnr_db']:.1f} dB "
+            f"PSNR against PyTorch (needs {FP16_MIN_PSNR_DB:g} dB; max diff "
+            f"{figures['max_abs_diff']:.0f} levels); export fp32 instead"
+        )
     return figures

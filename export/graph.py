@@ -57,8 +57,10 @@ class _UpsampleConv(nn.Module):
     def __init__(self, conv: nn.Conv2d, dtype: torch.dtype) -> None:
         super().__init__()
         weight = conv.weight.detach().float()
-        rows = {0: (weight[:, :, 0], weight[:, :, 1] + weight[:, :, 2]),
-                1: (weight[:, :, 0] + weight[:, :, 1], weight[:, :, 2])}
+        rows = {
+            0: (weight[:, :, 0], weight[:, :, 1] + weight[:, :, 2]),
+            1: (weight[:, :, 0] + weight[:, :, 1], weight[:, :, 2]),
+        }
         phases = []
         for a in (0, 1):
             row = torch.stack(rows[a], dim=2)  # [out, in, 2, 3]
@@ -74,9 +76,9 @@ class _UpsampleConv(nn.Module):
         height, width, channels = int(x.shape[2]), int(x.shape[3]), self.out_channels
         out = self.conv(x)
         p00 = out[:, :channels, :height, :width]
-        p01 = out[:, channels:2 * channels, :height, 1:]
-        p10 = out[:, 2 * channels:3 * channels, 1:, :width]
-        p11 = out[:, 3 * channels:, 1:, 1:]
+        p01 = out[:, channels : 2 * channels, :height, 1:]
+        p10 = out[:, 2 * channels : 3 * channels, 1:, :width]
+        p11 = out[:, 3 * channels :, 1:, 1:]
         rows = torch.stack([torch.stack([p00, p01], dim=-1), torch.stack([p10, p11], dim=-1)], dim=3)
         return rows.reshape(-1, channels, 2 * height, 2 * width)
 
@@ -154,7 +156,9 @@ class ExportableBigGAN(nn.Module):
         weight = generator.gen_z.weight.detach()
         bias = generator.gen_z.bias.detach()
         rows = self.width
-        self.register_buffer("gen_z_w", weight.view(4, 4, rows, -1).permute(2, 0, 1, 3).reshape(rows * 16, -1).to(dtype))
+        self.register_buffer(
+            "gen_z_w", weight.view(4, 4, rows, -1).permute(2, 0, 1, 3).reshape(rows * 16, -1).to(dtype)
+        )
         self.register_buffer("gen_z_b", bias.view(4, 4, rows).permute(2, 0, 1).reshape(-1).to(dtype))
 
         # All batch norms in forward order; their statistics, conditioning weights and eps stacked.
@@ -197,7 +201,9 @@ class ExportableBigGAN(nn.Module):
         scale_w = torch.cat([w for w, _ in cond_weights])
         offset_w = torch.cat([w for _, w in cond_weights])
         self.register_buffer("cond_w", torch.cat([scale_w, offset_w]).to(dtype))  # [2 * total, 256]
-        self.register_buffer("cond_b", torch.cat([torch.cat([s for s, _ in cond_bias]), torch.cat([o for _, o in cond_bias])]))
+        self.register_buffer(
+            "cond_b", torch.cat([torch.cat([s for s, _ in cond_bias]), torch.cat([o for _, o in cond_bias])])
+        )
 
         rgb = generator.conv_to_rgb
         self.to_rgb = nn.Conv2d(rgb.in_channels, 3, 3, padding=1).to(dtype)

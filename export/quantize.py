@@ -35,9 +35,15 @@ from typing import Any
 
 import numpy as np
 import onnx
-
-from ganterp_fast import __version__
 from ganterp_fast.engine.errors import InputError, ModelError
+from ganterp_fast.engine.generator import (
+    META_PREFIX,
+    NUM_CLASSES,
+    Z_DIM,
+    Generator,
+    check_metadata,
+    read_metadata,
+)
 from ganterp_fast.engine.models import file_sha256
 from ganterp_fast.export.exporter import write_metadata
 from ganterp_fast.export.quantize_graph import (
@@ -48,14 +54,8 @@ from ganterp_fast.export.quantize_graph import (
     _Quantizer,
     _share,
 )
-from ganterp_fast.engine.generator import (
-    META_PREFIX,
-    NUM_CLASSES,
-    Z_DIM,
-    Generator,
-    check_metadata,
-    read_metadata,
-)
+
+from ganterp_fast import __version__
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,15 @@ class QuantizeReport:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def quantize_int8(fp32_onnx: str | os.PathLike[str], output: str | os.PathLike[str], *,
-                  calibration_batches: int = 8, seed: int = 0, min_psnr: float = 40.0,
-                  settings: Int8Settings = Int8Settings()) -> QuantizeReport:
+def quantize_int8(
+    fp32_onnx: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    calibration_batches: int = 8,
+    seed: int = 0,
+    min_psnr: float = 40.0,
+    settings: Int8Settings = Int8Settings(),
+) -> QuantizeReport:
     """Quantise the fp32 export `fp32_onnx` to int8 and write it to `output`.
 
     Calibrates on `calibration_batches` x 4 latents drawn with `seed`, measures PSNR against
@@ -134,8 +140,9 @@ def quantize_int8(fp32_onnx: str | os.PathLike[str], output: str | os.PathLike[s
         convs, attention = _candidate_nodes(graph)
         macs = _conv_macs(graph, convs)
         del graph
-        quantizer = _Quantizer(prepared, work, convs, attention, settings,
-                               lambda: _CalibrationReader(seed, calibration_batches))
+        quantizer = _Quantizer(
+            prepared, work, convs, attention, settings, lambda: _CalibrationReader(seed, calibration_batches)
+        )
         base = _base_metadata(fp32_metadata, source, settings, seed, calibration_batches, min_psnr)
         attempts: dict[int, tuple[float, dict[str, float], Path]] = {}
 
@@ -147,8 +154,12 @@ def quantize_int8(fp32_onnx: str | os.PathLike[str], output: str | os.PathLike[s
                 raise ModelError(f"the engine reads {candidate} as {generator.precision}, not int8")
             figures = _compare(reference, _frames(generator, heldout))
             del generator
-            log.info("int8 with %d/%d leading convolutions in fp32: PSNR %.2f dB against fp32",
-                     float_convs, len(convs), figures["psnr_db"])
+            log.info(
+                "int8 with %d/%d leading convolutions in fp32: PSNR %.2f dB against fp32",
+                float_convs,
+                len(convs),
+                figures["psnr_db"],
+            )
             passed = figures["psnr_db"] >= min_psnr
             # Keep only the latest passing candidate: each one passing keeps fewer convs fp32.
             for stale in [entry[2] for entry in attempts.values()] if passed else [candidate]:
@@ -178,23 +189,44 @@ def quantize_int8(fp32_onnx: str | os.PathLike[str], output: str | os.PathLike[s
         write_metadata(candidate, metadata)
         os.replace(candidate, output)
     report = QuantizeReport(
-        path=output, source=source, psnr_db=psnr, max_abs_diff=figures["max_abs_diff"],
-        mean_abs_diff=figures["mean_abs_diff"], min_psnr_db=float(min_psnr), int8_convs=len(convs) - chosen,
-        float_convs=chosen, int8_mac_share=share, settings=settings,
-        calibration_samples=calibration_batches * CALIBRATION_BATCH, heldout_samples=HELDOUT_SAMPLES,
-        attempts=tuple((k, v[0]) for k, v in attempts.items()), size_bytes=output.stat().st_size,
-        seconds=time.perf_counter() - started, metadata=metadata,
+        path=output,
+        source=source,
+        psnr_db=psnr,
+        max_abs_diff=figures["max_abs_diff"],
+        mean_abs_diff=figures["mean_abs_diff"],
+        min_psnr_db=float(min_psnr),
+        int8_convs=len(convs) - chosen,
+        float_convs=chosen,
+        int8_mac_share=share,
+        settings=settings,
+        calibration_samples=calibration_batches * CALIBRATION_BATCH,
+        heldout_samples=HELDOUT_SAMPLES,
+        attempts=tuple((k, v[0]) for k, v in attempts.items()),
+        size_bytes=output.stat().st_size,
+        seconds=time.perf_counter() - started,
+        metadata=metadata,
     )
     if share is not None and share < 0.5:
-        log.warning("only %.0f%% of the convolution work runs in int8 at %.1f dB; int8 gains little "
-                    "over fp32 for this model", 100 * share, psnr)
-    log.info("wrote %s (%.1f MB, %d/%d convolutions int8, PSNR %.2f dB) in %.1f s", output,
-             report.size_bytes / 1e6, report.int8_convs, len(convs) + 1, psnr, report.seconds)
+        log.warning(
+            "only %.0f%% of the convolution work runs in int8 at %.1f dB; int8 gains little over fp32 for this model",
+            100 * share,
+            psnr,
+        )
+    log.info(
+        "wrote %s (%.1f MB, %d/%d convolutions int8, PSNR %.2f dB) in %.1f s",
+        output,
+        report.size_bytes / 1e6,
+        report.int8_convs,
+        len(convs) + 1,
+        psnr,
+        report.seconds,
+    )
     return report
 
 
-def _validate(source: Path, output: Path, calibration_batches: int, seed: int, min_psnr: float,
-              settings: Int8Settings) -> None:
+def _validate(
+    source: Path, output: Path, calibration_batches: int, seed: int, min_psnr: float, settings: Int8Settings
+) -> None:
     if not source.is_file():
         raise InputError(f"model file {source} does not exist; pass an fp32 .onnx made by 'ganterp-fast export'")
     if output.resolve() == source.resolve():
@@ -203,14 +235,21 @@ def _validate(source: Path, output: Path, calibration_batches: int, seed: int, m
         raise InputError(f"calibration_batches {calibration_batches!r}: use a positive whole number (e.g. 8)")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed {seed!r}: use a whole number >= 0")
-    if isinstance(min_psnr, bool) or not isinstance(min_psnr, (int, float)) or not (math.isfinite(min_psnr) and min_psnr >= 0):
+    if (
+        isinstance(min_psnr, bool)
+        or not isinstance(min_psnr, (int, float))
+        or not (math.isfinite(min_psnr) and min_psnr >= 0)
+    ):
         raise InputError(f"min_psnr {min_psnr!r}: use a PSNR in dB >= 0 (e.g. 40)")
     if settings.activation_type not in ACTIVATION_TYPES:
         raise InputError(f"activation_type {settings.activation_type!r}: use one of {', '.join(ACTIVATION_TYPES)}")
     if settings.calibration_method not in CALIBRATION_METHODS:
-        raise InputError(f"calibration_method {settings.calibration_method!r}: use one of {', '.join(CALIBRATION_METHODS)}")
-    if settings.float_convs is not None and (isinstance(settings.float_convs, bool)
-                                             or not isinstance(settings.float_convs, int) or settings.float_convs < 0):
+        raise InputError(
+            f"calibration_method {settings.calibration_method!r}: use one of {', '.join(CALIBRATION_METHODS)}"
+        )
+    if settings.float_convs is not None and (
+        isinstance(settings.float_convs, bool) or not isinstance(settings.float_convs, int) or settings.float_convs < 0
+    ):
         raise InputError(f"float_convs {settings.float_convs!r}: use a whole number >= 0, or None to search")
 
 
@@ -241,9 +280,12 @@ def _latents(rng: np.random.Generator, samples: int) -> tuple[np.ndarray, np.nda
 def _frames(generator: Generator, latents: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
     """uint8 frames of the engine's generator for `latents`, HELDOUT_BATCH at a time."""
     z, classes, truncations = latents
-    return np.concatenate([generator(z[i:i + HELDOUT_BATCH], classes[i:i + HELDOUT_BATCH],
-                                     truncations[i:i + HELDOUT_BATCH])
-                           for i in range(0, len(z), HELDOUT_BATCH)])
+    return np.concatenate(
+        [
+            generator(z[i : i + HELDOUT_BATCH], classes[i : i + HELDOUT_BATCH], truncations[i : i + HELDOUT_BATCH])
+            for i in range(0, len(z), HELDOUT_BATCH)
+        ]
+    )
 
 
 def _compare(reference: np.ndarray, frames: np.ndarray) -> dict[str, float]:
@@ -261,9 +303,12 @@ class _CalibrationReader:
 
     def __init__(self, seed: int, batches: int) -> None:
         z, classes, truncations = _latents(np.random.default_rng([seed, 0]), batches * CALIBRATION_BATCH)
-        self._batches = [Generator.prepare(z[i:i + CALIBRATION_BATCH], classes[i:i + CALIBRATION_BATCH],
-                                           truncations[i:i + CALIBRATION_BATCH])
-                         for i in range(0, len(z), CALIBRATION_BATCH)]
+        self._batches = [
+            Generator.prepare(
+                z[i : i + CALIBRATION_BATCH], classes[i : i + CALIBRATION_BATCH], truncations[i : i + CALIBRATION_BATCH]
+            )
+            for i in range(0, len(z), CALIBRATION_BATCH)
+        ]
         self._next, self._stop = 0, len(self._batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -307,8 +352,9 @@ def _search(attempt: Any, n_convs: int, fixed: int | None) -> int | None:
 # -- metadata ----------------------------------------------------------------------------------
 
 
-def _base_metadata(fp32: dict[str, str], source: Path, settings: Int8Settings, seed: int,
-                   calibration_batches: int, min_psnr: float) -> dict[str, str]:
+def _base_metadata(
+    fp32: dict[str, str], source: Path, settings: Int8Settings, seed: int, calibration_batches: int, min_psnr: float
+) -> dict[str, str]:
     """The fp32 export's metadata with precision int8 and how the quantisation was made."""
     import onnxruntime
 
@@ -316,13 +362,17 @@ def _base_metadata(fp32: dict[str, str], source: Path, settings: Int8Settings, s
     return {
         **fp32,
         META_PREFIX + "precision": "int8",
-        META_PREFIX + "int8_method": ("onnxruntime static QDQ; conv weights int8 per output channel; "
-                                      f"{settings.activation_type} activations; conditioning, attention, "
-                                      "RGB conv and uint8 output fp32"),
+        META_PREFIX + "int8_method": (
+            "onnxruntime static QDQ; conv weights int8 per output channel; "
+            f"{settings.activation_type} activations; conditioning, attention, "
+            "RGB conv and uint8 output fp32"
+        ),
         META_PREFIX + "int8_settings": described,
-        META_PREFIX + "int8_calibration": (f"{calibration_batches * CALIBRATION_BATCH} latents, seed {seed}: "
-                                           f"truncnorm({TRUNCATION_BOUND:g}) x t, t stratified over (0, 1], "
-                                           "one-hot and two-class mixes"),
+        META_PREFIX + "int8_calibration": (
+            f"{calibration_batches * CALIBRATION_BATCH} latents, seed {seed}: "
+            f"truncnorm({TRUNCATION_BOUND:g}) x t, t stratified over (0, 1], "
+            "one-hot and two-class mixes"
+        ),
         META_PREFIX + "int8_heldout": f"{HELDOUT_SAMPLES} other latents (same distribution), seed {seed}",
         META_PREFIX + "int8_min_psnr_db": f"{min_psnr:g}",
         META_PREFIX + "int8_source_sha256": file_sha256(source),

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
-
 from ganterp_fast.engine.errors import ModelError
 
 if TYPE_CHECKING:
@@ -73,8 +72,11 @@ def _candidate_nodes(graph: onnx.ModelProto) -> tuple[list[str], list[str]]:
     if len(rgb) != 1 or not all(n.name for n in graph.graph.node):
         raise ModelError("unexpected graph structure: need named nodes and one convolution feeding Tanh")
     producers = {out: n for n in graph.graph.node for out in n.output}
-    attention = [n.name for n in graph.graph.node
-                 if n.op_type == "MatMul" and not any(i in constants for i in n.input) and _after_conv(n, producers)]
+    attention = [
+        n.name
+        for n in graph.graph.node
+        if n.op_type == "MatMul" and not any(i in constants for i in n.input) and _after_conv(n, producers)
+    ]
     return [n.name for n in convs if n.name != rgb[0]], attention
 
 
@@ -118,8 +120,15 @@ def _share(macs: dict[str, float], quantized: list[str]) -> float:
 class _Quantizer:
     """quantize_static over one calibration (cached), for any set of leading fp32 convolutions."""
 
-    def __init__(self, prepared: Path, work: Path, convs: list[str], attention: list[str],
-                 settings: Int8Settings, calibration: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        prepared: Path,
+        work: Path,
+        convs: list[str],
+        attention: list[str],
+        settings: Int8Settings,
+        calibration: Callable[[], Any],
+    ) -> None:
         """`calibration` makes a fresh onnxruntime CalibrationDataReader for each build."""
         self.prepared, self.work, self.convs, self.settings = prepared, work, convs, settings
         self.attention = attention if settings.quantize_attention else []
@@ -139,12 +148,19 @@ class _Quantizer:
         started = time.perf_counter()
         try:
             quantize_static(
-                str(self.prepared), str(target), self.calibration(),
-                quant_format=QuantFormat.QDQ, op_types_to_quantize=ops, per_channel=True,
+                str(self.prepared),
+                str(target),
+                self.calibration(),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=ops,
+                per_channel=True,
                 reduce_range=settings.reduce_range,
                 activation_type=QuantType.QUInt8 if settings.activation_type == "uint8" else QuantType.QInt8,
-                weight_type=QuantType.QInt8, nodes_to_quantize=self.convs[float_convs:] + self.attention,
-                calibrate_method=method, extra_options=extra, calibration_cache_path=self.cache,
+                weight_type=QuantType.QInt8,
+                nodes_to_quantize=self.convs[float_convs:] + self.attention,
+                calibrate_method=method,
+                extra_options=extra,
+                calibration_cache_path=self.cache,
             )
         except Exception as exc:  # the quantiser raises many types
             raise ModelError(f"int8 quantisation failed: {type(exc).__name__}: {exc}") from exc

@@ -44,8 +44,9 @@ _ATTENTION_GAMMA = 0.5
 _VAR_FLOOR = 1e-3
 
 
-def make_random_biggan(resolution: int = 128, *, channel_width: int | None = None, seed: int = 0,
-                       config: BigGANConfig | None = None) -> BigGAN:
+def make_random_biggan(
+    resolution: int = 128, *, channel_width: int | None = None, seed: int = 0, config: BigGANConfig | None = None
+) -> BigGAN:
     """A BigGAN-deep generator (eval mode) with seeded, well-conditioned random weights.
 
     `config` overrides `resolution`/`channel_width` (e.g. a checkpoint's own config).
@@ -59,13 +60,19 @@ def make_random_biggan(resolution: int = 128, *, channel_width: int | None = Non
         _init_parameters(model, generator)
         _converge_spectral_norms(model)
         _calibrate_statistics(model, generator)
-    log.info("random BigGAN-deep-%d (channel_width %d, seed %d) ready in %.1f s",
-             resolution_of(config), config.channel_width, seed, time.perf_counter() - started)
+    log.info(
+        "random BigGAN-deep-%d (channel_width %d, seed %d) ready in %.1f s",
+        resolution_of(config),
+        config.channel_width,
+        seed,
+        time.perf_counter() - started,
+    )
     return model
 
 
-def write_random_checkpoint(directory: str | os.PathLike[str], *, resolution: int = 128,
-                            channel_width: int | None = None, seed: int = 0) -> Path:
+def write_random_checkpoint(
+    directory: str | os.PathLike[str], *, resolution: int = 128, channel_width: int | None = None, seed: int = 0
+) -> Path:
     """Write `make_random_biggan(...)` as a checkpoint directory (config.json + pytorch_model.bin)."""
     model = make_random_biggan(resolution, channel_width=channel_width, seed=seed)
     target = Path(directory)

@@ -6,7 +6,7 @@
 # 2. The package with its CPU runtime, exporter, plots and test tools.
 # 3. A second virtual environment with only the runtime ([cpu], no torch): the tests render
 #    from an exported .onnx in it, proving deployments need no PyTorch.
-# 4. pytest.
+# 4. The lint and format gate (ruff), then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -23,4 +23,6 @@ else  # refresh the package itself, keep its dependencies
 fi
 export GANTERP_RUNTIME_PYTHON="$runtime_env/bin/python"
 
+"$PYTHON" -m ruff check .
+"$PYTHON" -m ruff format --check .
 "$PYTHON" -m pytest -q "$@"

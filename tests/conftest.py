@@ -28,8 +28,9 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch")
     from ganterp_fast.export import write_random_checkpoint
 
-    return write_random_checkpoint(tmp_path_factory.mktemp("tiny") / "biggan-tiny", resolution=128,
-                                   channel_width=16, seed=0)
+    return write_random_checkpoint(
+        tmp_path_factory.mktemp("tiny") / "biggan-tiny", resolution=128, channel_width=16, seed=0
+    )
 
 
 @pytest.fixture(scope="session")
@@ -75,4 +76,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
-

@@ -42,7 +42,9 @@ def music(sample_rate: int, seconds: float, *, channels: int = 1, seed: int = 0)
                 out[lo:hi, channel] += envelope * np.sin(2 * np.pi * f * local) * rng.uniform(0.2, 0.5)
             if rng.random() < 0.3:  # a drum hit
                 hit = min(hi, lo + int(0.04 * sample_rate))
-                out[lo:hit, channel] += rng.normal(0, 0.3, hit - lo) * np.exp(-np.arange(hit - lo) / (0.01 * sample_rate))
+                out[lo:hit, channel] += rng.normal(0, 0.3, hit - lo) * np.exp(
+                    -np.arange(hit - lo) / (0.01 * sample_rate)
+                )
             pos += length
     return _normalise(out)
 
@@ -103,7 +105,9 @@ def frames_rgb(first: int, count: int, width: int, height: int) -> np.ndarray:
 # ---------------------------------------------------------------- writers
 
 
-def write_soundfile(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int, *, subtype: str | None = None) -> Path:
+def write_soundfile(
+    path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int, *, subtype: str | None = None
+) -> Path:
     """wav/flac/ogg (vorbis) with soundfile; the format follows the extension."""
     import soundfile
 
@@ -255,21 +259,55 @@ FORMATS: dict[str, Format] = {
         Format("wav-float", ".wav", lambda p, x, sr: write_soundfile(p, x, sr, subtype="FLOAT"), True),
         Format("flac", ".flac", lambda p, x, sr: write_soundfile(p, x, sr), True),
         Format("ogg-vorbis", ".ogg", lambda p, x, sr: write_soundfile(p, x, sr, subtype="VORBIS"), False),
-        Format("opus", ".opus", lambda p, x, sr: write_pyav_audio(p, x, sr, codec="libopus", container_format="ogg", bitrate=128000), False, 48000),
+        Format(
+            "opus",
+            ".opus",
+            lambda p, x, sr: write_pyav_audio(p, x, sr, codec="libopus", container_format="ogg", bitrate=128000),
+            False,
+            48000,
+        ),
         Format("mp3", ".mp3", lambda p, x, sr: write_pyav_audio(p, x, sr, codec="libmp3lame", bitrate=192000), False),
         Format("mp3-soundfile", ".mp3", lambda p, x, sr: write_soundfile(p, x, sr, subtype="MPEG_LAYER_III"), False),
-        Format("m4a", ".m4a", lambda p, x, sr: write_pyav_audio(p, x, sr, codec="aac", container_format="ipod", bitrate=192000), False),
-        Format("aac-adts", ".aac", lambda p, x, sr: write_pyav_audio(p, x, sr, codec="aac", container_format="adts", bitrate=192000), False),
+        Format(
+            "m4a",
+            ".m4a",
+            lambda p, x, sr: write_pyav_audio(p, x, sr, codec="aac", container_format="ipod", bitrate=192000),
+            False,
+        ),
+        Format(
+            "aac-adts",
+            ".aac",
+            lambda p, x, sr: write_pyav_audio(p, x, sr, codec="aac", container_format="adts", bitrate=192000),
+            False,
+        ),
         Format("mp4", ".mp4", lambda p, x, sr: write_video(p, x, sr, video_codec="libx264", audio_codec="aac"), False),
         Format("mov", ".mov", lambda p, x, sr: write_video(p, x, sr, video_codec="libx264", audio_codec="aac"), False),
-        Format("mkv", ".mkv", lambda p, x, sr: write_video(p, x, sr, video_codec="libx264", audio_codec="libmp3lame"), False),
-        Format("webm-vp9-opus", ".webm", lambda p, x, sr: write_video(p, x, sr, video_codec="libvpx-vp9", audio_codec="libopus"), False, 48000),
-        Format("webm-vp8-vorbis", ".webm", lambda p, x, sr: write_video(p, x, sr, video_codec="libvpx", audio_codec="vorbis"), False),
+        Format(
+            "mkv",
+            ".mkv",
+            lambda p, x, sr: write_video(p, x, sr, video_codec="libx264", audio_codec="libmp3lame"),
+            False,
+        ),
+        Format(
+            "webm-vp9-opus",
+            ".webm",
+            lambda p, x, sr: write_video(p, x, sr, video_codec="libvpx-vp9", audio_codec="libopus"),
+            False,
+            48000,
+        ),
+        Format(
+            "webm-vp8-vorbis",
+            ".webm",
+            lambda p, x, sr: write_video(p, x, sr, video_codec="libvpx", audio_codec="vorbis"),
+            False,
+        ),
     ]
 }
 
 
-def write_format(directory: str | os.PathLike[str], name: str, samples: np.ndarray, sample_rate: int, *, stem: str = "clip") -> Path:
+def write_format(
+    directory: str | os.PathLike[str], name: str, samples: np.ndarray, sample_rate: int, *, stem: str = "clip"
+) -> Path:
     """Write `samples` in the named format (a key of FORMATS) into `directory`."""
     fmt = FORMATS[name]
     return fmt.write(Path(directory) / f"{stem}-{name}{fmt.suffix}", samples, sample_rate)

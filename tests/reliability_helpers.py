@@ -30,15 +30,24 @@ FAST = ["-q", "--preset", "ultrafast"]
 
 
 def cli(*args: object, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ganterp_fast", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "ganterp_fast", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 def cli_patched(prelude: str, *args: object, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
     """The command line after `prelude` (Python that injects a fault) ran in the same process."""
-    code = textwrap.dedent(prelude) + "\nimport sys\nfrom ganterp_fast.cli.main import main\nraise SystemExit(main(sys.argv[1:]))\n"
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    code = (
+        textwrap.dedent(prelude)
+        + "\nimport sys\nfrom ganterp_fast.cli.main import main\nraise SystemExit(main(sys.argv[1:]))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
 
 
 def run_all(commands: dict[str, list[object]], *, workers: int = 4) -> dict[str, subprocess.CompletedProcess]:
@@ -48,8 +57,9 @@ def run_all(commands: dict[str, list[object]], *, workers: int = 4) -> dict[str,
         return {key: future.result() for key, future in futures.items()}
 
 
-def assert_error(result: subprocess.CompletedProcess, code: int, *fragments: str, command: str = "render",
-                 usage: bool = False) -> str:
+def assert_error(
+    result: subprocess.CompletedProcess, code: int, *fragments: str, command: str = "render", usage: bool = False
+) -> str:
     """Exit `code`, no traceback, and one error line (after argparse's usage where `usage`)
     naming every fragment. Returns the line."""
     stderr = result.stderr
@@ -97,4 +107,3 @@ def decoded_summary(path: Path) -> dict:
 def song(tmp_path_factory) -> Path:
     """Three seconds of music, 8 kHz mono: quick to analyse and to render."""
     return media.write_soundfile(tmp_path_factory.mktemp("song") / "song.wav", media.music(8000, SONG_SECONDS), 8000)
-

@@ -10,8 +10,6 @@ import warnings
 
 import numpy as np
 import pytest
-from matplotlib import mlab
-
 from ganterp_fast.engine.analysis import (
     AnalysisOptions,
     analyze_samples,
@@ -21,6 +19,7 @@ from ganterp_fast.engine.analysis import (
     spectrogram,
 )
 from ganterp_fast.engine.errors import InputError
+from matplotlib import mlab
 
 # ---------------------------------------------------------------- the reference, as published
 
@@ -156,7 +155,9 @@ def test_the_real_audio_cases_find_interior_points():
     found = {}
     for kind, sr, seconds in CASES:
         x = (music if kind == "music" else speech_like)(sr, seconds)
-        found[(kind, sr)] = len(analyze_samples(x, sr, AnalysisOptions(threshold=2e-3, inflection_type="both")).inflection_points)
+        found[(kind, sr)] = len(
+            analyze_samples(x, sr, AnalysisOptions(threshold=2e-3, inflection_type="both")).inflection_points
+        )
     assert all(count > 2 for count in found.values()), found
 
 
@@ -178,8 +179,15 @@ def test_fast_inflection_points_equal_the_loop_on_awkward_signals(inflection_typ
     ]
     for signal in signals:
         for threshold, absolute in [(1e-2, 8e-2), (0.0, 0.5), (0.3, 1e9), (1e-3, -1.0)]:
-            options = AnalysisOptions(threshold=threshold, inflection_type=inflection_type, absolute_threshold=absolute, rolling_length=rolling_length)
-            got = inflection_points(signal, threshold, absolute_threshold=absolute, type=inflection_type, rolling_length=rolling_length)
+            options = AnalysisOptions(
+                threshold=threshold,
+                inflection_type=inflection_type,
+                absolute_threshold=absolute,
+                rolling_length=rolling_length,
+            )
+            got = inflection_points(
+                signal, threshold, absolute_threshold=absolute, type=inflection_type, rolling_length=rolling_length
+            )
             np.testing.assert_array_equal(got, seed_points(signal, options))
 
 
@@ -199,7 +207,12 @@ def test_streaming_blocks_give_the_same_result_as_one_array():
 
 @pytest.mark.parametrize(
     "samples",
-    [np.zeros(44100, np.float32), np.full(44100, 0.5, np.float32), np.zeros(100, np.float32), np.ones(300, np.float32) * 0.1],
+    [
+        np.zeros(44100, np.float32),
+        np.full(44100, 0.5, np.float32),
+        np.zeros(100, np.float32),
+        np.ones(300, np.float32) * 0.1,
+    ],
     ids=["silence", "dc", "shorter-than-a-window", "two-columns"],
 )
 def test_degenerate_audio_gives_a_valid_linear_path(samples):

@@ -10,7 +10,6 @@ import media
 import numpy as np
 import pytest
 import soundfile
-
 from ganterp_fast.engine.audio import (
     excerpt_samples,
     iter_audio_frames,

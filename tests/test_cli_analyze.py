@@ -9,13 +9,14 @@ import sys
 import numpy as np
 import pytest
 import soundfile
-
 from ganterp_fast.engine.analysis import AnalysisOptions, analyze_samples
 from ganterp_fast.engine.example import EXAMPLE_RATE, example_music
 
 
 def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ganterp_fast", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ganterp_fast", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +28,32 @@ def song(tmp_path_factory):
 
 def test_json_holds_the_analysis_and_its_parameters(song, tmp_path):
     out = tmp_path / "a.json"
-    result = cli("analyze", song, "--json", out, "--threshold", "0.002", "--inflection-type", "both", "--rolling-length", "100")
+    result = cli(
+        "analyze", song, "--json", out, "--threshold", "0.002", "--inflection-type", "both", "--rolling-length", "100"
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
-    for key in ("sample_rate", "hop_length", "n_fft", "num_columns", "duration_s", "tv", "signal", "inflection_points", "alphas", "parameters"):
+    for key in (
+        "sample_rate",
+        "hop_length",
+        "n_fft",
+        "num_columns",
+        "duration_s",
+        "tv",
+        "signal",
+        "inflection_points",
+        "alphas",
+        "parameters",
+    ):
         assert key in data
     assert data["sample_rate"] == EXAMPLE_RATE and data["hop_length"] == 128 and data["n_fft"] == 256
     assert len(data["signal"]) == len(data["alphas"]) == data["num_columns"] == len(data["tv"]) + 1
     assert data["parameters"]["threshold"] == 0.002 and data["parameters"]["inflection_type"] == "both"
     # The file holds what the library computes from the same samples (16-bit, as written).
     samples, _ = soundfile.read(song, dtype="float32")
-    expected = analyze_samples(samples[:, 0], EXAMPLE_RATE, AnalysisOptions(threshold=0.002, inflection_type="both", rolling_length=100))
+    expected = analyze_samples(
+        samples[:, 0], EXAMPLE_RATE, AnalysisOptions(threshold=0.002, inflection_type="both", rolling_length=100)
+    )
     assert data["inflection_points"] == expected.inflection_points.tolist()
     assert len(data["inflection_points"]) > 2
 
@@ -52,8 +68,10 @@ def test_summary_excerpt_and_plot(song, tmp_path):
 
 def test_outputs_get_the_umask_permissions(song, tmp_path):
     out, plot = tmp_path / "a.json", tmp_path / "a.png"
-    code = ("import os, sys; os.umask(0o022); from ganterp_fast.cli.main import main; "
-            f"sys.exit(main(['analyze', {str(song)!r}, '--json', {str(out)!r}, '--plot', {str(plot)!r}, '-q']))")
+    code = (
+        "import os, sys; os.umask(0o022); from ganterp_fast.cli.main import main; "
+        f"sys.exit(main(['analyze', {str(song)!r}, '--json', {str(out)!r}, '--plot', {str(plot)!r}, '-q']))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert out.stat().st_mode & 0o777 == 0o644 and plot.stat().st_mode & 0o777 == 0o644
@@ -72,8 +90,10 @@ def test_existing_outputs_are_not_clobbered(song, tmp_path):
 def test_a_failed_plot_keeps_no_json(song, tmp_path):
     """--json with --plot: the JSON is committed only once the plot is drawn (here matplotlib is missing)."""
     out, plot = tmp_path / "a.json", tmp_path / "a.png"
-    code = ("import sys; sys.modules['matplotlib'] = None; from ganterp_fast.cli.main import main; "
-            f"sys.exit(main(['analyze', {str(song)!r}, '--json', {str(out)!r}, '--plot', {str(plot)!r}]))")
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; from ganterp_fast.cli.main import main; "
+        f"sys.exit(main(['analyze', {str(song)!r}, '--json', {str(out)!r}, '--plot', {str(plot)!r}]))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "plot" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists() and not plot.exists() and list(tmp_path.iterdir()) == []
@@ -86,7 +106,10 @@ def test_a_failed_plot_keeps_no_json(song, tmp_path):
         (lambda d: d, "directory"),
         (lambda d: (d / "empty.wav").write_bytes(b"") or d / "empty.wav", "empty"),
         (lambda d: (d / "text.mp3").write_text("hello, this is not audio\n" * 20) and d / "text.mp3", "text.mp3"),
-        (lambda d: (d / "noise.bin").write_bytes(np.random.default_rng(0).bytes(5000)) and d / "noise.bin", "noise.bin"),
+        (
+            lambda d: (d / "noise.bin").write_bytes(np.random.default_rng(0).bytes(5000)) and d / "noise.bin",
+            "noise.bin",
+        ),
     ],
     ids=["missing", "directory", "empty", "text-named-mp3", "random-bytes"],
 )
@@ -105,7 +128,10 @@ def test_debug_shows_the_traceback(tmp_path):
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
-@pytest.mark.parametrize("flag,value", [("--threshold", "-1"), ("--rolling-length", "0"), ("--start", "-3"), ("--duration", "0"), ("--smoothing", "-1")])
+@pytest.mark.parametrize(
+    "flag,value",
+    [("--threshold", "-1"), ("--rolling-length", "0"), ("--start", "-3"), ("--duration", "0"), ("--smoothing", "-1")],
+)
 def test_bad_options_exit_2(song, flag, value):
     result = cli("analyze", song, flag, value)
     assert result.returncode == 2 and "Traceback" not in result.stderr and value in result.stderr

@@ -18,9 +18,8 @@ import av
 import media
 import numpy as np
 import pytest
-
 from ganterp_fast.engine.encode import AudioClip, EncodeOptions, VideoWriter, choose_h264_encoder
-from ganterp_fast.engine.errors import InputError, RenderError
+from ganterp_fast.engine.errors import InputError
 
 FAST = EncodeOptions(preset="ultrafast")
 
@@ -89,9 +88,13 @@ def lag_ms(decoded: np.ndarray, reference: np.ndarray, *, search: int = 300) -> 
     return lags[int(np.argmax(scores))]
 
 
-def render(path: Path, *, frames: int, fps, size=(64, 48), audio: AudioClip | None = None, batch: int = 7, **kwargs) -> Path:
+def render(
+    path: Path, *, frames: int, fps, size=(64, 48), audio: AudioClip | None = None, batch: int = 7, **kwargs
+) -> Path:
     width, height = size
-    with VideoWriter(path, width=width, height=height, fps=fps, audio=audio, options=kwargs.pop("options", FAST), **kwargs) as writer:
+    with VideoWriter(
+        path, width=width, height=height, fps=fps, audio=audio, options=kwargs.pop("options", FAST), **kwargs
+    ) as writer:
         for first in range(0, frames, batch):
             writer.write(media.frames_rgb(first, min(batch, frames - first), width, height))
         assert writer.frames_written == frames
@@ -174,7 +177,9 @@ def test_sync_holds_to_the_end_of_a_long_soundtrack(tmp_path):
     rate, seconds, fps = 8000, 120.0, 5
     source = media.bursts(rate, seconds)
     wav = media.write_soundfile(tmp_path / "long.wav", source, rate)
-    out = render(tmp_path / "long.mp4", frames=int(seconds * fps), fps=fps, size=(16, 16), audio=AudioClip(wav), batch=50)
+    out = render(
+        tmp_path / "long.mp4", frames=int(seconds * fps), fps=fps, size=(16, 16), audio=AudioClip(wav), batch=50
+    )
     got = decode(out)
     assert got.audio_duration == seconds and len(got.frames) == seconds * fps
     tail = slice(-10 * rate, None)

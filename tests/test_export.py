@@ -23,8 +23,19 @@ from ganterp_fast.export import (  # noqa: E402
 from ganterp_fast.export import exporter as exporter_module  # noqa: E402
 
 META_KEYS = (
-    "format_version", "model", "model_name", "resolution", "precision", "source", "weights_sha256",
-    "exporter_version", "opset", "inputs", "outputs", "parity_max_abs_diff", "parity_psnr_db",
+    "format_version",
+    "model",
+    "model_name",
+    "resolution",
+    "precision",
+    "source",
+    "weights_sha256",
+    "exporter_version",
+    "opset",
+    "inputs",
+    "outputs",
+    "parity_max_abs_diff",
+    "parity_psnr_db",
 )
 
 
@@ -92,8 +103,9 @@ def test_offline_pretrained_name_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
     assert time.monotonic() - started < 20
 
 
-def test_offline_pretrained_name_uses_the_download_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                          tiny_checkpoint: Path) -> None:
+def test_offline_pretrained_name_uses_the_download_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_checkpoint: Path
+) -> None:
     from pytorch_pretrained_biggan import model as biggan_model
     from pytorch_pretrained_biggan.file_utils import url_to_filename
 
@@ -246,4 +258,3 @@ def test_cli_export_random_weights(tiny_checkpoint: Path, tmp_path: Path, capsys
         _cli([str(tiny_checkpoint), "-o", str(out)])
     with pytest.raises(InputError, match=".onnx"):
         _cli([str(tiny_checkpoint), "-o", str(tmp_path / "model.bin")])
-

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ganterp_fast.engine.errors import InputError, MissingExtraError, ModelError, ProviderError
 from ganterp_fast.engine.generator import (
     CPU,
     CUDA,
     INPUT_NAMES,
-    TENSORRT,
     Generator,
     ProviderPlan,
     plan_providers,
@@ -25,7 +23,9 @@ from ganterp_fast.engine.generator import (
 TRUNCATIONS = (0.4, 0.58, 1.0)
 
 
-def latents(batch: int, truncation: float | np.ndarray, seed: int = 0, *, mixed: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def latents(
+    batch: int, truncation: float | np.ndarray, seed: int = 0, *, mixed: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Truncated noise times the truncation, and one-hot or two-class mixed class vectors."""
     rng = np.random.default_rng(seed)
     z = np.clip(rng.standard_normal((batch, 128)), -2, 2) * np.reshape(truncation, (-1, 1))
@@ -72,8 +72,8 @@ def test_per_sample_truncation_matches_pytorch(generator: Generator, tiny_model)
     z, classes = latents(4, truncations, seed=7)
     frames = generator(z, classes, truncation=truncations)
     for row, t in enumerate(truncations):
-        ref = reference(tiny_model, z[row:row + 1], classes[row:row + 1], float(t))
-        assert np.abs(frames[row:row + 1].astype(np.float64) - ref).max() <= 2.0
+        ref = reference(tiny_model, z[row : row + 1], classes[row : row + 1], float(t))
+        assert np.abs(frames[row : row + 1].astype(np.float64) - ref).max() <= 2.0
 
 
 @pytest.mark.parametrize("truncation", TRUNCATIONS)
@@ -175,7 +175,8 @@ def _identity_onnx(path: Path, metadata: dict[str, str] | None = None) -> Path:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])], "identity",
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
     )

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from ganterp_fast.engine import models
 from ganterp_fast.engine.errors import InputError, MissingExtraError
 from ganterp_fast.engine.generator import Generator
@@ -83,8 +82,13 @@ def _fake_export(source_onnx: Path, calls: list[str], delay: float = 0.0):
     return FakeExport
 
 
-def test_miss_hit_and_corrupt_rebuild(cache: Path, tiny_checkpoint: Path, tiny_onnx: Path,
-                                      caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_miss_hit_and_corrupt_rebuild(
+    cache: Path,
+    tiny_checkpoint: Path,
+    tiny_onnx: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     caplog.set_level(logging.INFO, logger="ganterp_fast.engine.models")
     entry = models.resolve_model(tiny_checkpoint)
     assert entry.parent == cache / "models" and entry.suffix == ".onnx"
@@ -109,8 +113,9 @@ def test_miss_hit_and_corrupt_rebuild(cache: Path, tiny_checkpoint: Path, tiny_o
     assert sorted(p.name for p in entry.parent.iterdir() if not p.name.endswith(".lock")) == [entry.name, sidecar.name]
 
 
-def test_half_written_entry_is_rebuilt(cache: Path, tiny_checkpoint: Path, tiny_onnx: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_half_written_entry_is_rebuilt(
+    cache: Path, tiny_checkpoint: Path, tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[str] = []
     monkeypatch.setattr(models, "_import_export", lambda: _fake_export(tiny_onnx, calls))
     entry = models.resolve_model(tiny_checkpoint)
@@ -121,8 +126,9 @@ def test_half_written_entry_is_rebuilt(cache: Path, tiny_checkpoint: Path, tiny_
     assert len(calls) == 3 and entry.stat().st_size == tiny_onnx.stat().st_size
 
 
-def test_concurrent_resolves_export_once(cache: Path, tiny_checkpoint: Path, tiny_onnx: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_concurrent_resolves_export_once(
+    cache: Path, tiny_checkpoint: Path, tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[str] = []
     monkeypatch.setattr(models, "_import_export", lambda: _fake_export(tiny_onnx, calls, delay=0.5))
     results: list[Path] = []

@@ -6,7 +6,6 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-
 from ganterp_fast.engine.analysis import AnalysisOptions, analyze_samples
 from ganterp_fast.engine.classes import class_index, find_classes, parse_classes
 from ganterp_fast.engine.errors import InputError
@@ -16,7 +15,9 @@ from ganterp_fast.engine.path import LatentPath, PathOptions, frame_count, parse
 
 @pytest.fixture(scope="module")
 def analysis():
-    result = analyze_samples(example_music()[0], EXAMPLE_RATE, AnalysisOptions(threshold=2e-3, inflection_type="both", rolling_length=100))
+    result = analyze_samples(
+        example_music()[0], EXAMPLE_RATE, AnalysisOptions(threshold=2e-3, inflection_type="both", rolling_length=100)
+    )
     assert len(result.inflection_points) >= 4
     return result
 
@@ -27,7 +28,9 @@ def test_classes_by_name_synonym_index_and_wnid():
     assert find_classes("jellyfish")[0].index == 107
 
 
-@pytest.mark.parametrize("query,fragment", [("jelyfish", "jellyfish"), ("crane", "ambiguous"), ("1000", "0 to 999"), ("-1", "out of range")])
+@pytest.mark.parametrize(
+    "query,fragment", [("jelyfish", "jellyfish"), ("crane", "ambiguous"), ("1000", "0 to 999"), ("-1", "out of range")]
+)
 def test_bad_classes_say_what_would_work(query, fragment):
     with pytest.raises(InputError) as info:
         class_index(query)
@@ -87,7 +90,10 @@ def test_native_fps_samples_one_frame_per_column(analysis):
     np.testing.assert_allclose(u[1:50], analysis.alphas[1:50])
 
 
-@pytest.mark.parametrize("text,expected", [("30", Fraction(30)), ("30000/1001", Fraction(30000, 1001)), ("29.97", Fraction(2997, 100)), (24, Fraction(24))])
+@pytest.mark.parametrize(
+    "text,expected",
+    [("30", Fraction(30)), ("30000/1001", Fraction(30000, 1001)), ("29.97", Fraction(2997, 100)), (24, Fraction(24))],
+)
 def test_fps_forms(text, expected):
     assert parse_fps(text) == expected
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ganterp_fast.engine.errors import InputError, ProviderError
 from ganterp_fast.engine.generator import Generator
 from ganterp_fast.engine.providers import (
@@ -64,8 +63,7 @@ def test_plan_cuda_unavailable() -> None:
 
 
 def test_plan_tensorrt(tmp_path: Path) -> None:
-    plan = plan_providers([TENSORRT, CUDA, CPU], device="auto", precision="fp16", tensorrt=True,
-                          trt_cache_dir=tmp_path)
+    plan = plan_providers([TENSORRT, CUDA, CPU], device="auto", precision="fp16", tensorrt=True, trt_cache_dir=tmp_path)
     assert plan.provider_names == [TENSORRT, CUDA, CPU]
     options = dict(plan.providers)[TENSORRT]
     assert options["trt_fp16_enable"] == "True"
@@ -96,8 +94,9 @@ def test_plan_cuda_graph() -> None:
 
 
 def test_plan_cuda_graph_with_tensorrt(tmp_path: Path) -> None:
-    plan = plan_providers([TENSORRT, CUDA, CPU], device="cuda", precision="fp16", tensorrt=True,
-                          cuda_graph=True, trt_cache_dir=tmp_path)
+    plan = plan_providers(
+        [TENSORRT, CUDA, CPU], device="cuda", precision="fp16", tensorrt=True, cuda_graph=True, trt_cache_dir=tmp_path
+    )
     assert dict(plan.providers)[TENSORRT]["trt_cuda_graph_enable"] == "True"
     assert "trt_cuda_graph_enable" not in dict(plan.without_cuda_graph().providers)[TENSORRT]
 
@@ -115,8 +114,9 @@ def test_generator_cuda_graph_on_the_cpu(tiny_onnx: Path, caplog: pytest.LogCapt
     assert "CUDA graphs apply on the GPU only" in caplog.text
 
 
-def test_session_refusing_cuda_graphs_falls_back(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_session_refusing_cuda_graphs_falls_back(
+    tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """Capture needs every node on the GPU: a session that refuses it is made again without."""
     import ganterp_fast.engine.generator as module
 
@@ -130,8 +130,10 @@ def test_session_refusing_cuda_graphs_falls_back(tiny_onnx: Path, monkeypatch: p
     def refusing(self, ort, plan):  # type: ignore[no-untyped-def]
         plans.append(plan)
         if plan.cuda_graph:
-            raise RuntimeError("This session cannot use the CUDA Graph feature as requested by the user "
-                               "as all compute graph nodes have not been partitioned to the CUDA EP.")
+            raise RuntimeError(
+                "This session cannot use the CUDA Graph feature as requested by the user "
+                "as all compute graph nodes have not been partitioned to the CUDA EP."
+            )
         return real_session(self, ort, plan)
 
     monkeypatch.setattr(module, "plan_providers", graph_plan)

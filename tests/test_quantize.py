@@ -48,8 +48,9 @@ def metadata(path: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def all_int8(tiny_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> QuantizeReport:
     """Every convolution but the RGB one in int8, gated at a threshold it reaches."""
-    return quantize_int8(tiny_onnx, tmp_path_factory.mktemp("int8") / "tiny-int8.onnx",
-                         min_psnr=ALL_INT8_MIN_PSNR, settings=ALL_INT8)
+    return quantize_int8(
+        tiny_onnx, tmp_path_factory.mktemp("int8") / "tiny-int8.onnx", min_psnr=ALL_INT8_MIN_PSNR, settings=ALL_INT8
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +98,9 @@ def test_metadata_copied_and_extended(all_int8: QuantizeReport, tiny_onnx: Path)
     check_metadata(meta, all_int8.path)
     assert read_metadata(all_int8.path) == meta
     assert meta[META_PREFIX + "precision"] == "int8"
-    assert {k: v for k, v in meta.items() if k in fp32 and k != META_PREFIX + "precision"} == \
-        {k: v for k, v in fp32.items() if k != META_PREFIX + "precision"}
+    assert {k: v for k, v in meta.items() if k in fp32 and k != META_PREFIX + "precision"} == {
+        k: v for k, v in fp32.items() if k != META_PREFIX + "precision"
+    }
     assert float(meta[META_PREFIX + "int8_psnr_db"]) == pytest.approx(all_int8.psnr_db, abs=0.01)
     assert meta[META_PREFIX + "int8_min_psnr_db"] == "25"
     assert meta[META_PREFIX + "int8_convs"] == f"{QUANTISABLE_CONVS}/{QUANTISABLE_CONVS + 1}"
@@ -110,8 +112,9 @@ def test_metadata_copied_and_extended(all_int8: QuantizeReport, tiny_onnx: Path)
 # -- the gate ----------------------------------------------------------------------------------
 
 
-def test_gate_raises_with_the_figure_and_writes_nothing(tiny_onnx: Path, all_int8: QuantizeReport,
-                                                        tmp_path: Path) -> None:
+def test_gate_raises_with_the_figure_and_writes_nothing(
+    tiny_onnx: Path, all_int8: QuantizeReport, tmp_path: Path
+) -> None:
     output = tmp_path / "int8.onnx"
     output.write_bytes(b"previous model")
     with pytest.raises(ModelError, match=r"misses the quality gate: PSNR against fp32 \d+\.\d dB.*needs 99 dB"):
@@ -150,21 +153,27 @@ def test_rejects_bad_inputs(tiny_onnx: Path, all_int8: QuantizeReport, tmp_path:
         quantize_int8(all_int8.path, out)
     with pytest.raises(InputError, match="is the fp32 input"):
         quantize_int8(tiny_onnx, tiny_onnx)
-    for kwargs, message in (({"calibration_batches": 0}, "calibration_batches"), ({"seed": -1}, "seed"),
-                            ({"min_psnr": math.nan}, "min_psnr"),
-                            ({"settings": Int8Settings(activation_type="int4")}, "activation_type"),
-                            ({"settings": Int8Settings(calibration_method="entropy")}, "calibration_method"),
-                            ({"settings": Int8Settings(float_convs=-1)}, "float_convs"),
-                            ({"settings": Int8Settings(float_convs=QUANTISABLE_CONVS)}, "float_convs")):
+    for kwargs, message in (
+        ({"calibration_batches": 0}, "calibration_batches"),
+        ({"seed": -1}, "seed"),
+        ({"min_psnr": math.nan}, "min_psnr"),
+        ({"settings": Int8Settings(activation_type="int4")}, "activation_type"),
+        ({"settings": Int8Settings(calibration_method="entropy")}, "calibration_method"),
+        ({"settings": Int8Settings(float_convs=-1)}, "float_convs"),
+        ({"settings": Int8Settings(float_convs=QUANTISABLE_CONVS)}, "float_convs"),
+    ):
         with pytest.raises(InputError, match=message):
             quantize_int8(tiny_onnx, out, **kwargs)
     assert not out.exists()
 
 
 def test_rejects_a_model_that_is_not_an_export(tmp_path: Path) -> None:
-    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
-                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
     path = tmp_path / "other.onnx"
     onnx.save(onnx.helper.make_model(graph), str(path))
     with pytest.raises(ModelError, match="not a ganterp-fast BigGAN export"):

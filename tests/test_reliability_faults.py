@@ -19,7 +19,6 @@ import av
 import media
 import numpy as np
 import pytest
-
 from ganterp_fast.engine import models
 from ganterp_fast.engine.analysis import AnalysisOptions
 from ganterp_fast.engine.errors import RenderError
@@ -49,7 +48,8 @@ calls = []
 def flaky(self, *args, **kwargs):
     calls.append(1)
     if len(calls) > {after}:
-        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : CUDA failure 700:\\n an illegal memory access was encountered")
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : CUDA failure 700:\\n an "
+                           "illegal memory access was encountered")
     return real_call(self, *args, **kwargs)
 
 Generator.__call__ = flaky
@@ -59,8 +59,9 @@ Generator.__call__ = flaky
 def test_the_generator_failing_mid_render_is_exit_1_and_leaves_nothing(song, tiny_onnx, tmp_path):
     out = tmp_path / "video.mp4"
     out.write_bytes(b"the previous video")
-    result = cli_patched(FLAKY_GENERATOR.format(after=3), "render", song, "-o", out, "-y", "--model", tiny_onnx,
-                         "--batch-size", 4, *FAST)
+    result = cli_patched(
+        FLAKY_GENERATOR.format(after=3), "render", song, "-o", out, "-y", "--model", tiny_onnx, "--batch-size", 4, *FAST
+    )
     line = assert_error(result, 1, "generator failed after", "illegal memory access")
     assert int(re.search(r"after (\d+) frames", line).group(1)) <= 12
     assert out.read_bytes() == b"the previous video"
@@ -150,17 +151,20 @@ def test_out_of_memory_at_batch_size_1_is_a_render_error_and_leaves_nothing(tiny
     assert listing(tmp_path) == ["song.wav"]
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("Failed to allocate memory for requested buffer of size 805306368", True),  # ORT's arena
-    ("CUDA failure 2: out of memory ; GPU=0 ; hostname=x ; expr=cudaMalloc(&p, size);", True),
-    ("CUDA error cudaErrorMemoryAllocation:out of memory", True),
-    ("CUBLAS failure 3: CUBLAS_STATUS_ALLOC_FAILED ; GPU=0", True),
-    ("CUDNN failure 2: CUDNN_STATUS_ALLOC_FAILED ; GPU=0", True),
-    ("std::bad_alloc", True),
-    ("TensorRT EP failed to create engine: out of memory", True),
-    ("Got invalid dimensions for input: z for the following indices", False),
-    ("CUDA failure 700: an illegal memory access was encountered", False),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("Failed to allocate memory for requested buffer of size 805306368", True),  # ORT's arena
+        ("CUDA failure 2: out of memory ; GPU=0 ; hostname=x ; expr=cudaMalloc(&p, size);", True),
+        ("CUDA error cudaErrorMemoryAllocation:out of memory", True),
+        ("CUBLAS failure 3: CUBLAS_STATUS_ALLOC_FAILED ; GPU=0", True),
+        ("CUDNN failure 2: CUDNN_STATUS_ALLOC_FAILED ; GPU=0", True),
+        ("std::bad_alloc", True),
+        ("TensorRT EP failed to create engine: out of memory", True),
+        ("Got invalid dimensions for input: z for the following indices", False),
+        ("CUDA failure 700: an illegal memory access was encountered", False),
+    ],
+)
 def test_which_errors_count_as_out_of_memory(text, expected):
     assert _is_out_of_memory(RuntimeError(text)) is expected
     assert _is_out_of_memory(MemoryError())
@@ -205,13 +209,28 @@ print(models.resolve_model(checkpoint))
 """
 
 
-def _start_exporters(count: int, cache: Path, tiny_checkpoint: Path, tiny_onnx: Path, tmp_path: Path,
-                     pause: float) -> list[subprocess.Popen]:
+def _start_exporters(
+    count: int, cache: Path, tiny_checkpoint: Path, tiny_onnx: Path, tmp_path: Path, pause: float
+) -> list[subprocess.Popen]:
     env = {**os.environ, models.CACHE_ENV: str(cache)}
     go = tmp_path / "go"
     processes = [
-        subprocess.Popen([sys.executable, "-c", SLOW_EXPORT, str(tiny_onnx), str(tiny_checkpoint), str(tmp_path / "exports.log"),
-                          str(go), str(pause)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                SLOW_EXPORT,
+                str(tiny_onnx),
+                str(tiny_checkpoint),
+                str(tmp_path / "exports.log"),
+                str(go),
+                str(pause),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for _ in range(count)
     ]
     deadline = time.time() + 60
@@ -229,7 +248,7 @@ def test_two_processes_exporting_the_same_model_export_once_and_agree(tiny_check
     cache = tmp_path / "cache"
     processes = _start_exporters(2, cache, tiny_checkpoint, tiny_onnx, tmp_path, pause=0.05)
     outputs = [process.communicate(timeout=60) for process in processes]
-    for process, (stdout, stderr) in zip(processes, outputs):
+    for process, (_, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr
     entries = {stdout.strip() for stdout, _ in outputs}
     assert len(entries) == 1

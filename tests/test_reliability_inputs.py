@@ -13,7 +13,6 @@ from pathlib import Path
 import media
 import numpy as np
 import pytest
-
 from ganterp_fast.engine.audio import read_channel0
 from ganterp_fast.engine.path import frame_count
 from reliability_helpers import (
@@ -27,7 +26,6 @@ from reliability_helpers import (
     run_all,
     song,  # noqa: F401  (a fixture)
 )
-
 
 # ---------------------------------------------------------------- inputs
 
@@ -68,22 +66,36 @@ def test_a_bad_input_is_one_line_exit_2_and_writes_nothing(bad_input_results, ki
 GOOD_INPUTS: dict[str, Callable[[Path], Path]] = {
     "8k-mono-wav": lambda d: media.write_soundfile(d / "a.wav", media.music(8000, 1.5), 8000),
     "11k-stereo-flac": lambda d: media.write_soundfile(d / "a.flac", media.music(11025, 1.5, channels=2), 11025),
-    "44k-stereo-mp3": lambda d: media.write_pyav_audio(d / "a.mp3", media.music(44100, 1.5, channels=2), 44100,
-                                                       codec="libmp3lame", bitrate=128000),
-    "48k-5.1-m4a": lambda d: media.write_pyav_audio(d / "a.m4a", media.music(48000, 1.5, channels=6), 48000,
-                                                    codec="aac", container_format="ipod"),
+    "44k-stereo-mp3": lambda d: media.write_pyav_audio(
+        d / "a.mp3", media.music(44100, 1.5, channels=2), 44100, codec="libmp3lame", bitrate=128000
+    ),
+    "48k-5.1-m4a": lambda d: media.write_pyav_audio(
+        d / "a.m4a", media.music(48000, 1.5, channels=6), 48000, codec="aac", container_format="ipod"
+    ),
     "96k-5.1-wav": lambda d: media.write_soundfile(d / "a.wav", media.music(96000, 1.5, channels=6), 96000),
-    "22k-stereo-mkv-video": lambda d: media.write_video(d / "a.mkv", media.music(22050, 1.5, channels=2), 22050,
-                                                        audio_codec="libmp3lame"),
+    "22k-stereo-mkv-video": lambda d: media.write_video(
+        d / "a.mkv", media.music(22050, 1.5, channels=2), 22050, audio_codec="libmp3lame"
+    ),
     "silence": lambda d: media.write_soundfile(d / "a.wav", np.zeros((22050 * 2, 1), np.float32), 22050),
     "shorter-than-the-windows-0.05s": lambda d: media.write_soundfile(d / "a.wav", media.music(22050, 0.05), 22050),
     "truncated-mkv-video": lambda d: media.truncate(
         media.write_video(d / "whole.mkv", media.music(22050, 3.0, channels=2), 22050, audio_codec="aac"),
-        d / "a.mkv", keep=0.5),
+        d / "a.mkv",
+        keep=0.5,
+    ),
 }
 # Channels the AAC soundtrack keeps: mono and stereo as they are, 5.1 as 5.1.
-GOOD_CHANNELS = {"8k-mono-wav": 1, "11k-stereo-flac": 2, "44k-stereo-mp3": 2, "48k-5.1-m4a": 6, "96k-5.1-wav": 6,
-                 "22k-stereo-mkv-video": 2, "silence": 1, "shorter-than-the-windows-0.05s": 1, "truncated-mkv-video": 2}
+GOOD_CHANNELS = {
+    "8k-mono-wav": 1,
+    "11k-stereo-flac": 2,
+    "44k-stereo-mp3": 2,
+    "48k-5.1-m4a": 6,
+    "96k-5.1-wav": 6,
+    "22k-stereo-mkv-video": 2,
+    "silence": 1,
+    "shorter-than-the-windows-0.05s": 1,
+    "truncated-mkv-video": 2,
+}
 GOOD_FPS = 10
 
 
@@ -95,7 +107,17 @@ def good_input_results(tmp_path_factory, tiny_onnx):
         folder = root / kind
         folder.mkdir()
         paths[kind] = write(folder)
-        commands[kind] = ["render", paths[kind], "-o", folder / "video.mp4", "--model", tiny_onnx, "--fps", GOOD_FPS, *FAST]
+        commands[kind] = [
+            "render",
+            paths[kind],
+            "-o",
+            folder / "video.mp4",
+            "--model",
+            tiny_onnx,
+            "--fps",
+            GOOD_FPS,
+            *FAST,
+        ]
     return paths, run_all(commands, workers=2)
 
 
@@ -143,17 +165,63 @@ def test_unicode_and_spaces_in_every_path(tiny_onnx, tmp_path):
 
 
 RENDER_CASES = [
-    "fps-0", "fps-negative", "fps-below-1", "fps-absurd", "fps-just-past-1000", "fps-word", "fps-nan", "fps-divide-by-0",
-    "truncation-0", "truncation-above-1", "truncation-negative", "truncation-nan",
-    "batch-size-0", "batch-size-negative", "batch-size-word", "start-past-the-end", "start-at-the-end",
-    "start-negative", "duration-0", "duration-negative", "duration-inf", "crf-negative", "crf-52", "crf-fraction", "encoder-threads-negative",
-    "preset-unknown", "threshold-negative", "threshold-inf", "absolute-threshold-nan", "rolling-length-0",
-    "rolling-length-negative", "smoothing-negative", "inflection-type-unknown", "threads-0", "threads-absurd",
-    "seed-negative", "class-index-1000", "class-index-negative", "class-unknown-name", "class-ambiguous-name",
-    "class-fraction", "model-unknown-name", "model-missing-onnx", "model-text-named-onnx", "model-half-an-onnx",
-    "model-onnx-not-biggan", "model-an-audio-file", "model-empty-directory", "precision-not-the-models",
-    "weights-random-with-an-onnx", "device-unknown", "example-and-input", "device-cuda-without-a-gpu",
-    "codec-unknown", "codec-nvenc-without-one", "tensorrt-without-it", "tensorrt-on-the-cpu",
+    "fps-0",
+    "fps-negative",
+    "fps-below-1",
+    "fps-absurd",
+    "fps-just-past-1000",
+    "fps-word",
+    "fps-nan",
+    "fps-divide-by-0",
+    "truncation-0",
+    "truncation-above-1",
+    "truncation-negative",
+    "truncation-nan",
+    "batch-size-0",
+    "batch-size-negative",
+    "batch-size-word",
+    "start-past-the-end",
+    "start-at-the-end",
+    "start-negative",
+    "duration-0",
+    "duration-negative",
+    "duration-inf",
+    "crf-negative",
+    "crf-52",
+    "crf-fraction",
+    "encoder-threads-negative",
+    "preset-unknown",
+    "threshold-negative",
+    "threshold-inf",
+    "absolute-threshold-nan",
+    "rolling-length-0",
+    "rolling-length-negative",
+    "smoothing-negative",
+    "inflection-type-unknown",
+    "threads-0",
+    "threads-absurd",
+    "seed-negative",
+    "class-index-1000",
+    "class-index-negative",
+    "class-unknown-name",
+    "class-ambiguous-name",
+    "class-fraction",
+    "model-unknown-name",
+    "model-missing-onnx",
+    "model-text-named-onnx",
+    "model-half-an-onnx",
+    "model-onnx-not-biggan",
+    "model-an-audio-file",
+    "model-empty-directory",
+    "precision-not-the-models",
+    "weights-random-with-an-onnx",
+    "device-unknown",
+    "example-and-input",
+    "device-cuda-without-a-gpu",
+    "codec-unknown",
+    "codec-nvenc-without-one",
+    "tensorrt-without-it",
+    "tensorrt-on-the-cpu",
 ]
 
 
@@ -203,14 +271,22 @@ def _option_cases(song: Path, tiny_onnx: Path, folder: Path) -> dict[str, tuple[
         "seed-negative": (["--seed", "-1"], ["-1", ">= 0"], False),
         "class-index-1000": (["--classes", "1000"], ["1000", "0 to 999"], False),
         "class-index-negative": (["--classes", "5,-1"], ["-1", "0 to 999"], False),
-        "class-unknown-name": (["--classes", "jellyfish, not a class"], ["'not a class'", "ganterp-fast classes"], False),
+        "class-unknown-name": (
+            ["--classes", "jellyfish, not a class"],
+            ["'not a class'", "ganterp-fast classes"],
+            False,
+        ),
         "class-ambiguous-name": (["--classes", "crane"], ["'crane'", "index"], False),
         "class-fraction": (["--classes", "1.5"], ["'1.5'", "ganterp-fast classes"], False),
         "model-unknown-name": (["--model", "biggan-deep-1024"], ["biggan-deep-1024", "biggan-deep-128"], False),
         "model-missing-onnx": (["--model", folder / "missing.onnx"], ["missing.onnx", "does not exist"], False),
         "model-text-named-onnx": (["--model", folder / "notes.onnx"], ["notes.onnx", "ganterp-fast export"], False),
         "model-half-an-onnx": (["--model", folder / "half.onnx"], ["half.onnx", "only part of one"], False),
-        "model-onnx-not-biggan": (["--model", identity], ["identity.onnx", "not a ganterp-fast BigGAN export", "ganterp-fast export"], False),
+        "model-onnx-not-biggan": (
+            ["--model", identity],
+            ["identity.onnx", "not a ganterp-fast BigGAN export", "ganterp-fast export"],
+            False,
+        ),
         "model-an-audio-file": (["--model", song], [song.name, "pretrained name"], False),
         "model-empty-directory": (["--model", folder / "empty dir"], ["empty dir", "config.json"], False),
         "precision-not-the-models": (["--precision", "fp16"], ["fp16", "ready fp32 model"], False),
@@ -252,9 +328,12 @@ def _identity_onnx(path: Path) -> Path:
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     onnx.save(helper.make_model(graph), os.fspath(path))
     return path
 
@@ -288,12 +367,29 @@ def test_render_options_at_their_bounds_work(song, tiny_onnx, tmp_path):
     runs = {
         "fps-1000": ["--fps", "1000", "--duration", "0.01"],
         "fps-1": ["--fps", "1", "--truncation", "1", "--crf", "51", "--batch-size", "1"],
-        "analysis-edges": ["--fps", "2", "--threshold", "0", "--rolling-length", "1", "--smoothing", "0",
-                           "--classes", "0, 999", "--crf", "0"],
+        "analysis-edges": [
+            "--fps",
+            "2",
+            "--threshold",
+            "0",
+            "--rolling-length",
+            "1",
+            "--smoothing",
+            "0",
+            "--classes",
+            "0, 999",
+            "--crf",
+            "0",
+        ],
         "last-second": ["--fps", "5", "--start", str(SONG_SECONDS - 0.5)],
     }
-    results = run_all({key: ["render", song, "-o", tmp_path / f"{key}.mp4", "--model", tiny_onnx, *FAST, *extra]
-                       for key, extra in runs.items()}, workers=2)
+    results = run_all(
+        {
+            key: ["render", song, "-o", tmp_path / f"{key}.mp4", "--model", tiny_onnx, *FAST, *extra]
+            for key, extra in runs.items()
+        },
+        workers=2,
+    )
     for key, result in results.items():
         assert result.returncode == 0, (key, result.stderr)
     assert decoded_summary(tmp_path / "fps-1000.mp4")["frames"] == 10
@@ -319,7 +415,11 @@ def analyze_option_results(song, tmp_path_factory):
         "inflection-type-unknown": (["--inflection-type", "all"], ["'all'", "both"], True),
         "plot-not-an-image": (["--plot", folder / "plot.txt"], ["plot.txt", ".png"], False),
         "json-is-the-input": (["--json", song, "-y"], [song.name, "is the input file"], False),
-        "json-and-plot-the-same": (["--json", folder / "a.png", "--plot", folder / "a.png"], ["a.png", "different names"], False),
+        "json-and-plot-the-same": (
+            ["--json", folder / "a.png", "--plot", folder / "a.png"],
+            ["a.png", "different names"],
+            False,
+        ),
         "json-under-a-file": (["--json", folder / "a file" / "a.json"], ["a file", "not a folder"], False),
         "json-in-a-missing-folder": (["--json", folder / "nope" / "a.json"], ["nope", "does not exist"], False),
         "example-and-input": (["--example"], ["--example", "not both"], False),
@@ -329,10 +429,25 @@ def analyze_option_results(song, tmp_path_factory):
     return folder, before, cases, results
 
 
-ANALYZE_CASES = ["threshold-nan", "threshold-inf", "absolute-threshold-inf", "rolling-length-negative",
-                 "rolling-length-float", "smoothing-fraction", "start-nan", "start-at-the-end", "duration-negative",
-                 "duration-inf", "inflection-type-unknown", "plot-not-an-image", "json-is-the-input",
-                 "json-and-plot-the-same", "json-under-a-file", "json-in-a-missing-folder", "example-and-input"]
+ANALYZE_CASES = [
+    "threshold-nan",
+    "threshold-inf",
+    "absolute-threshold-inf",
+    "rolling-length-negative",
+    "rolling-length-float",
+    "smoothing-fraction",
+    "start-nan",
+    "start-at-the-end",
+    "duration-negative",
+    "duration-inf",
+    "inflection-type-unknown",
+    "plot-not-an-image",
+    "json-is-the-input",
+    "json-and-plot-the-same",
+    "json-under-a-file",
+    "json-in-a-missing-folder",
+    "example-and-input",
+]
 
 
 @pytest.mark.parametrize("name", ANALYZE_CASES)

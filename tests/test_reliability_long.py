@@ -14,9 +14,7 @@ import av
 import media
 import numpy as np
 import pytest
-
 from reliability_helpers import FAST, cli, decoded_summary
-
 
 # ---------------------------------------------------------------- a long song
 
@@ -67,8 +65,12 @@ def _render_long(minutes: int, folder: Path, model: Path) -> tuple[dict, Path, n
         for _ in range(minutes):
             handle.write(minute)
     output = folder / f"{minutes} minutes.mp4"
-    result = subprocess.run([sys.executable, "-c", LONG_RENDER, str(source), str(output), str(model)],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", LONG_RENDER, str(source), str(output), str(model)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1]), output, minute[:, 0]
 
@@ -103,8 +105,8 @@ def test_a_30_minute_song_renders_with_flat_memory_and_stays_in_sync(tmp_path):
     rate = 8000
     heard, first = _decode_audio_from(output, 1800 - 12)
     begin = 1790
-    heard = heard[round((begin - first) * rate):]
-    source_tail = np.tile(minute, 30)[begin * rate:]
+    heard = heard[round((begin - first) * rate) :]
+    source_tail = np.tile(minute, 30)[begin * rate :]
     assert abs(_lag_ms(_envelope_ms(heard, rate), _envelope_ms(source_tail, rate))) <= 1
 
 
@@ -127,14 +129,18 @@ def _lag_ms(heard: np.ndarray, sent: np.ndarray, search: int = 300) -> int:
     n = min(len(heard), len(sent))
     a, b = heard[:n] - heard[:n].mean(), sent[:n] - sent[:n].mean()
     lags = range(-search, search + 1)
-    scores = [np.dot(a[max(0, k): n + min(0, k)], b[max(0, -k): n - max(0, k)]) for k in lags]
+    scores = [np.dot(a[max(0, k) : n + min(0, k)], b[max(0, -k) : n - max(0, k)]) for k in lags]
     return lags[int(np.argmax(scores))]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("GANTERP_LONG_TESTS") != "1", reason=(
-    "the tiny model runs ~40 frames/s on 2 CPU cores: 54,000 frames take ~25 min; "
-    "set GANTERP_LONG_TESTS=1 to run (the cheap-generator test above covers memory and sync in the suite)"))
+@pytest.mark.skipif(
+    os.environ.get("GANTERP_LONG_TESTS") != "1",
+    reason=(
+        "the tiny model runs ~40 frames/s on 2 CPU cores: 54,000 frames take ~25 min; "
+        "set GANTERP_LONG_TESTS=1 to run (the cheap-generator test above covers memory and sync in the suite)"
+    ),
+)
 def test_a_30_minute_song_with_the_tiny_model(tiny_onnx, tmp_path):
     rate = 8000
     import soundfile

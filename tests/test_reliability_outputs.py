@@ -18,7 +18,6 @@ from pathlib import Path
 
 import media
 import pytest
-
 from ganterp_fast.cli import main as cli_main
 from ganterp_fast.engine import errors, models
 from reliability_helpers import (
@@ -73,7 +72,9 @@ def test_output_folder_problems_are_found_before_any_work(song, tmp_path, unwrit
         "not-a-video-suffix": (tmp_path / "v.avi", ["v.avi", ".mp4"]),
         "no-suffix": (tmp_path / "video", ["video", ".mkv"]),
     }
-    commands = {key: ["render", song, "-o", out, "--model", "biggan-deep-512", *FAST] for key, (out, _) in cases.items()}
+    commands = {
+        key: ["render", song, "-o", out, "--model", "biggan-deep-512", *FAST] for key, (out, _) in cases.items()
+    }
     commands["the-input-itself"] = ["render", video_in, "-o", video_in, "-y", "--model", "biggan-deep-512", *FAST]
     before = listing(tmp_path)
     results = run_all(commands)
@@ -150,9 +151,26 @@ def test_an_interrupted_overwrite_leaves_the_old_video_untouched(tiny_onnx, tmp_
     out = folder / "video.mp4"
     out.write_bytes(b"the previous video")
     process = subprocess.Popen(
-        [sys.executable, "-m", "ganterp_fast", "render", str(source), "-o", str(out), "-y", "--model", str(tiny_onnx),
-         "--fps", "60", "--batch-size", "2", "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ganterp_fast",
+            "render",
+            str(source),
+            "-o",
+            str(out),
+            "-y",
+            "--model",
+            str(tiny_onnx),
+            "--fps",
+            "60",
+            "--batch-size",
+            "2",
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 60
     while time.time() < deadline and not partials(folder):
@@ -176,7 +194,10 @@ def test_readme_exit_codes_match_the_code():
     rows = dict(re.findall(r"^\| ([\d /]+?) \| (.+?) \|$", table, re.M))
     assert set(rows) == {"0", "1", "2", "130 / 143"}, rows
     assert (cli_main.EXIT_INTERRUPTED, cli_main.EXIT_TERMINATED) == (130, 143)
-    assert {cls.__name__: cls.exit_code for cls in (errors.GanterpError, errors.RenderError)} == {"GanterpError": 1, "RenderError": 1}
+    assert {cls.__name__: cls.exit_code for cls in (errors.GanterpError, errors.RenderError)} == {
+        "GanterpError": 1,
+        "RenderError": 1,
+    }
     for cls in (errors.InputError, errors.ModelError, errors.ProviderError, errors.MissingExtraError):
         assert cls.exit_code == 2, cls
     assert "bad input or options" in rows["2"] and "nothing was written" in rows["1"]

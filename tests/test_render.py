@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,6 @@ import av
 import media
 import numpy as np
 import pytest
-
 from ganterp_fast.engine.analysis import AnalysisOptions
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.path import PathOptions, frame_count
@@ -33,7 +31,10 @@ def decode(path: Path) -> tuple[list[np.ndarray], av.container.InputContainer]:
             "pix_fmt": video.codec_context.pix_fmt,
             "size": (video.codec_context.width, video.codec_context.height),
             "rate": video.average_rate,
-            "audio": [(s.codec_context.name, s.codec_context.sample_rate, s.codec_context.channels) for s in container.streams.audio],
+            "audio": [
+                (s.codec_context.name, s.codec_context.sample_rate, s.codec_context.channels)
+                for s in container.streams.audio
+            ],
         }
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     return frames, info
@@ -67,7 +68,9 @@ def media_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("render-media")
     return {
         "mp4": media.write_video(folder / "clip.mp4", media.music(22050, 6.0, channels=2), 22050),
-        "mp3": media.write_pyav_audio(folder / "song.mp3", media.music(44100, 5.0, channels=2, seed=3), 44100, codec="libmp3lame", bitrate=192000),
+        "mp3": media.write_pyav_audio(
+            folder / "song.mp3", media.music(44100, 5.0, channels=2, seed=3), 44100, codec="libmp3lame", bitrate=192000
+        ),
         "wav8k": media.write_soundfile(folder / "mono 8k é.wav", media.speech_like(8000, 6.0), 8000),
     }
 
@@ -95,7 +98,10 @@ def test_render_writes_a_synced_h264_video_of_the_audio(media_dir, tiny_onnx, tm
     assert abs(len(frames) / float(fps) - audio_seconds) <= 1 / float(fps)
     a, b = envelope(audio, rate), envelope(source_audio, source_rate)
     n = min(len(a), len(b))
-    lags = {lag: np.corrcoef(a[max(0, lag) : n + min(0, lag)], b[max(0, -lag) : n - max(0, lag)])[0, 1] for lag in range(-5, 6)}
+    lags = {
+        lag: np.corrcoef(a[max(0, lag) : n + min(0, lag)], b[max(0, -lag) : n - max(0, lag)])[0, 1]
+        for lag in range(-5, 6)
+    }
     best = max(lags, key=lags.get)
     assert abs(best) <= 1 and lags[best] > 0.95, lags  # within 10 ms, far inside one frame
 
@@ -131,10 +137,17 @@ def test_same_seed_same_frames_whatever_the_batch_size(media_dir, tiny_onnx, tmp
 
 def test_classes_by_name_and_index_and_fixed_z(media_dir, tiny_onnx, tmp_path):
     source = media_dir["mp4"]
-    named = render_tiny(source, tmp_path / "n.mp4", tiny_onnx, path=PathOptions(classes=("jellyfish", "7", "Mountain Bike")))
+    named = render_tiny(
+        source, tmp_path / "n.mp4", tiny_onnx, path=PathOptions(classes=("jellyfish", "7", "Mountain Bike"))
+    )
     assert [c for _, c in named.classes[:3]] == [107, 7, 671]
     assert named.classes[0][0] == 0.0
-    fixed = render_tiny(source, tmp_path / "f.mp4", tiny_onnx, path=PathOptions(classes=("jellyfish", "7", "Mountain Bike"), z_mode="fixed"))
+    fixed = render_tiny(
+        source,
+        tmp_path / "f.mp4",
+        tiny_onnx,
+        path=PathOptions(classes=("jellyfish", "7", "Mountain Bike"), z_mode="fixed"),
+    )
     a, _ = decode(named.output)
     b, _ = decode(fixed.output)
     assert np.abs(np.stack(a).astype(int) - np.stack(b)).mean() > 1
@@ -144,14 +157,18 @@ def test_classes_by_name_and_index_and_fixed_z(media_dir, tiny_onnx, tmp_path):
 
 
 def test_native_fps_one_frame_per_column(media_dir, tiny_onnx, tmp_path):
-    result = render_tiny(media_dir["wav8k"], tmp_path / "native.mp4", tiny_onnx, fps="native", analysis=AnalysisOptions())
+    result = render_tiny(
+        media_dir["wav8k"], tmp_path / "native.mp4", tiny_onnx, fps="native", analysis=AnalysisOptions()
+    )
     assert result.fps == Fraction(8000, 128)
     frames, info = decode(result.output)
     assert len(frames) == frame_count(result.analysis.duration_s, result.fps)
 
 
 def cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "ganterp_fast", *map(str, args)], capture_output=True, text=True, timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "ganterp_fast", *map(str, args)], capture_output=True, text=True, timeout=300, **kwargs
+    )
 
 
 def test_existing_output_is_kept_without_overwrite(media_dir, tiny_onnx, tmp_path):
@@ -171,7 +188,9 @@ def test_codec_choice(media_dir, tiny_onnx, tmp_path):
 
     with pytest.raises(InputError, match="codec must be one of"):
         RenderOptions(codec="h265")
-    excerpt = AnalysisOptions(duration=1.0, **{k: getattr(BUSY, k) for k in ("threshold", "rolling_length", "smoothing")})
+    excerpt = AnalysisOptions(
+        duration=1.0, **{k: getattr(BUSY, k) for k in ("threshold", "rolling_length", "smoothing")}
+    )
     auto = render_tiny(media_dir["wav8k"], tmp_path / "auto.mp4", tiny_onnx, codec="auto", fps="10", analysis=excerpt)
     frames, info = decode(auto.output)
     assert info["codec"] == "h264" and len(frames) == auto.frames == 10
@@ -179,8 +198,12 @@ def test_codec_choice(media_dir, tiny_onnx, tmp_path):
         pytest.skip("NVENC works here; the refusal below is for machines without it")
     stages = []
     with pytest.raises(InputError, match="h264_nvenc encoder does not work on this machine"):
-        render(media_dir["wav8k"], tmp_path / "nvenc.mp4", RenderOptions(model=str(tiny_onnx), codec="h264_nvenc"),
-               progress=stages.append)
+        render(
+            media_dir["wav8k"],
+            tmp_path / "nvenc.mp4",
+            RenderOptions(model=str(tiny_onnx), codec="h264_nvenc"),
+            progress=stages.append,
+        )
     assert stages == [] and not (tmp_path / "nvenc.mp4").exists()  # refused before the model and the analysis
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.mp4"]
 
@@ -200,7 +223,21 @@ def test_interrupt_mid_render_leaves_nothing(tiny_onnx, tmp_path, sig, code):
     out_dir.mkdir()
     out = out_dir / "video.mp4"
     process = subprocess.Popen(
-        [sys.executable, "-m", "ganterp_fast", "render", str(source), "-o", str(out), "--model", str(tiny_onnx), "--fps", "60", "--batch-size", "2"],
+        [
+            sys.executable,
+            "-m",
+            "ganterp_fast",
+            "render",
+            str(source),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_onnx),
+            "--fps",
+            "60",
+            "--batch-size",
+            "2",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -249,7 +286,13 @@ def test_render_without_torch_in_a_runtime_only_environment(tiny_onnx, tmp_path)
     assert has_torch.returncode != 0, "the runtime environment must not have torch"
     source = media.write_soundfile(tmp_path / "song.wav", media.music(16000, 3.0), 16000)
     out = tmp_path / "song.mp4"
-    result = subprocess.run([python, "-m", "ganterp_fast", "render", str(source), "-o", str(out), "--model", str(tiny_onnx), "-q"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [python, "-m", "ganterp_fast", "render", str(source), "-o", str(out), "--model", str(tiny_onnx), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     frames, info = decode(out)
     assert info["codec"] == "h264" and len(frames) == frame_count(3.0, Fraction(30))
