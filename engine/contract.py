@@ -14,3 +14,7 @@ NUM_CLASSES = 1000
 N_STATS = 51  # statistics rows per batch norm: truncations 0, 0.02, ..., 1
 # Width of each input after its batch axis.
 INPUT_WIDTHS = {"z": Z_DIM, "class_vector": NUM_CLASSES, "truncation_weights": N_STATS}
+
+# Run-time choices, named once: the CLI, the render options and the backends read these.
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+DEVICES = ("auto", "cpu", "cuda")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .analysis import Analysis, AnalysisOptions, analyze
+from .contract import DEVICES, PRECISIONS
 from .encode import H264_ENCODERS
 from .errors import GanterpError, InputError, RenderError
 from .files import check_output, same_file
@@ -29,8 +30,6 @@ from .path import LatentPath, PathOptions, parse_fps
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "fp16", "int8")
-DEVICES = ("auto", "cpu", "cuda")
 # Batches in flight between the generator and the encoder: enough to keep both busy.
 _QUEUE_DEPTH = 2
 
