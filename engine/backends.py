@@ -41,3 +41,15 @@ def open_generator(
     from .generator import Generator
 
     return Generator(model_path, device=device, threads=threads, tensorrt=tensorrt, cuda_graph=cuda_graph)
+
+
+def plan_precision(requested: str, device: str) -> str:
+    """The precision a render runs in for `requested` ("auto" or a name) on `device` ("cpu"/"cuda")."""
+    if requested != "auto":
+        return requested
+    return "fp16" if device.startswith("cuda") else "fp32"
+
+
+def export_precision(precision: str) -> str:
+    """The precision of the exported .onnx that a run in `precision` reads."""
+    return precision
