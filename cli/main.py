@@ -18,7 +18,7 @@ from ganterp_fast.engine.errors import GanterpError
 
 from ganterp_fast import __version__
 
-SUBCOMMANDS = ("analyze", "render", "export", "classes")
+SUBCOMMANDS = ("analyze", "render", "export", "classes", "bench")
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 

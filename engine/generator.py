@@ -1,7 +1,7 @@
 """The BigGAN generator the engine runs: an ONNX Runtime session over a ganterp-fast export.
 
 ```python
-g = Generator("model.onnx", device="auto")          # "auto" | "cpu" | "cuda"
+g = Generator("model.onnx", device="auto")          # "auto" | "cpu" | "cuda" | "cuda:N"
 frames = g(z, class_vectors, truncation=0.4)        # uint8 [B, H, W, 3]
 g = Generator("model-fp16.onnx", device="cuda", cuda_graph=True, tensorrt=False)
 ```
@@ -48,6 +48,7 @@ from .providers import (  # noqa: F401  (CPU, DEVICES, physical_cores: re-export
     ProviderPlan,
     physical_cores,
     plan_providers,
+    preload_cuda_libraries,
 )
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,8 @@ class Generator:
         )
         for note in plan.notes:
             log.warning(note)
+        if plan.device == "cuda":
+            preload_cuda_libraries(ort)
         try:
             self._session = self._make_session(ort, plan)
         except Exception as exc:  # onnxruntime raises its own non-exported exception types
@@ -266,7 +269,9 @@ class Generator:
         self._plan = self._confirm_providers(plan, device, tensorrt)
         self._check_signature()
         self._runner = (
-            BoundRunner(self._session, ort, "cuda", cuda_graph=self._plan.cuda_graph) if self._plan.io_binding else None
+            BoundRunner(self._session, ort, "cuda", self._plan.device_id, cuda_graph=self._plan.cuda_graph)
+            if self._plan.io_binding
+            else None
         )
         log.info(
             "generator %s: %d px %s on %s (providers %s, %d threads%s)",
@@ -303,7 +308,7 @@ class Generator:
             f"the CUDA provider could not start (no GPU, driver or CUDA/cuDNN libraries?); "
             f"ONNX Runtime fell back to {', '.join(self._providers)}"
         )
-        if device == "cuda":
+        if device.startswith("cuda"):
             raise ProviderError(reason + "; use device 'cpu' to run on the CPU")
         log.warning("%s: running on the CPU", reason)
         return ProviderPlan("cpu", ((CPU, {}),), plan.intra_op_threads, io_binding=False)
@@ -339,6 +344,11 @@ class Generator:
     def device(self) -> str:
         """Where the model runs: "cuda" or "cpu"."""
         return self._plan.device
+
+    @property
+    def device_id(self) -> int:
+        """The GPU's index on CUDA (`device="cuda:N"`); 0 on the CPU."""
+        return self._plan.device_id
 
     @property
     def providers(self) -> list[str]:

@@ -8,7 +8,10 @@ Never imports torch or onnxruntime at import time.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -18,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from .contract import INPUT_WIDTHS, OUTPUT_NAME
+from .contract import DEVICES, INPUT_WIDTHS, OUTPUT_NAME, parse_device  # noqa: F401  (DEVICES re-exported)
 from .errors import InputError, ProviderError
 
-DEVICES = ("auto", "cpu", "cuda")
+log = logging.getLogger(__name__)
+
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
@@ -42,6 +46,7 @@ class ProviderPlan:
     io_binding: bool
     notes: tuple[str, ...] = field(default=())
     cuda_graph: bool = False
+    device_id: int = 0  # the GPU's index on CUDA ("cuda:N"); 0 on the CPU
 
     @property
     def provider_names(self) -> list[str]:
@@ -53,7 +58,13 @@ class ProviderPlan:
             (name, {k: v for k, v in options.items() if k not in _GRAPH_KEYS}) for name, options in self.providers
         )
         return ProviderPlan(
-            self.device, providers, self.intra_op_threads, self.io_binding, self.notes, cuda_graph=False
+            self.device,
+            providers,
+            self.intra_op_threads,
+            self.io_binding,
+            self.notes,
+            cuda_graph=False,
+            device_id=self.device_id,
         )
 
 
@@ -70,17 +81,25 @@ def plan_providers(
     threads: int | None = None,
     cpu_cores: int | None = None,
     trt_cache_dir: str | os.PathLike[str] | None = None,
+    device_id: int | None = None,
 ) -> ProviderPlan:
     """Choose execution providers and options for a model of `precision` on `device`.
 
     CUDA (with IO binding and device buffers) when asked for or, for "auto", when ONNX Runtime
     offers it; the CPU otherwise, with one intra-op thread per physical core. `cuda_graph`
     asks the CUDA (or TensorRT) provider to capture and replay a CUDA graph per batch size;
-    it is ignored on the CPU. Pure: unit-testable without a GPU. Raises `ProviderError` when
-    "cuda" or TensorRT is asked for and not offered.
+    it is ignored on the CPU. `device` may name a GPU ("cuda:1"), or `device_id` gives its
+    index; the CUDA and TensorRT providers run on that GPU. Pure: unit-testable without a GPU.
+    Raises `ProviderError` when "cuda" or TensorRT is asked for and not offered.
     """
-    if device not in DEVICES:
-        raise InputError(f"device {device!r}: use one of {', '.join(DEVICES)}")
+    named = ":" in str(device)
+    device, index = parse_device(device)
+    if device_id is not None:
+        if not isinstance(device_id, int) or device_id < 0 or (named and index != device_id):
+            raise InputError(
+                f"device_id {device_id!r} with device {device!r}: give the GPU's index once, e.g. 'cuda:1'"
+            )
+        index = device_id
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise InputError(f"threads {threads!r}: use a positive whole number, or None for one per physical core")
     available = list(available)
@@ -121,12 +140,12 @@ def plan_providers(
         notes.append("an fp32 model on a GPU; --precision fp16 runs about twice as fast there")
     providers: list[tuple[str, dict[str, str]]] = []
     if tensorrt:
-        trt = _tensorrt_options(trt_cache_dir)
+        trt = _tensorrt_options(trt_cache_dir, index)
         if cuda_graph:
             trt["trt_cuda_graph_enable"] = "True"
         providers.append((TENSORRT, trt))
     cuda = {
-        "device_id": "0",
+        "device_id": str(index),
         "cudnn_conv_algo_search": "EXHAUSTIVE",
         "cudnn_conv_use_max_workspace": "1",
         "do_copy_in_default_stream": "1",
@@ -136,17 +155,19 @@ def plan_providers(
         cuda["enable_cuda_graph"] = "1"
     providers.append((CUDA, cuda))
     providers.append((CPU, {}))
-    return ProviderPlan("cuda", tuple(providers), intra, io_binding=True, notes=tuple(notes), cuda_graph=cuda_graph)
+    return ProviderPlan(
+        "cuda", tuple(providers), intra, io_binding=True, notes=tuple(notes), cuda_graph=cuda_graph, device_id=index
+    )
 
 
-def _tensorrt_options(cache_dir: str | os.PathLike[str] | None) -> dict[str, str]:
+def _tensorrt_options(cache_dir: str | os.PathLike[str] | None, device_id: int = 0) -> dict[str, str]:
     """TensorRT: fp16 kernels, engine and timing caches, a profile for the batch axis."""
 
     def shapes(batch: int) -> str:
         return ",".join(f"{name}:{batch}x{width}" for name, width in INPUT_WIDTHS.items())
 
     options = {
-        "device_id": "0",
+        "device_id": str(device_id),
         "trt_fp16_enable": "True",
         "trt_profile_min_shapes": shapes(TRT_BATCH["min"]),
         "trt_profile_opt_shapes": shapes(TRT_BATCH["opt"]),
@@ -162,6 +183,35 @@ def _tensorrt_options(cache_dir: str | os.PathLike[str] | None) -> dict[str, str
             }
         )
     return options
+
+
+_preloaded = False
+
+
+def preload_cuda_libraries(ort: Any) -> None:
+    """Load the CUDA and cuDNN libraries of the NVIDIA wheels before the first CUDA session.
+
+    `onnxruntime-gpu[cuda,cudnn]` installs them into site-packages, where the CUDA provider
+    does not look on its own; `onnxruntime.preload_dlls()` (onnxruntime-gpu 1.21 and newer)
+    loads them from there or from the default library path. Once per process; does nothing
+    for an onnxruntime without it or without the CUDA provider. Its messages go to the log.
+    """
+    global _preloaded
+    if _preloaded:
+        return
+    _preloaded = True
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None or CUDA not in ort.get_available_providers():
+        return
+    messages = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(messages):
+            preload()
+    except Exception as exc:  # a missing or broken library: the CUDA session says what it lacks
+        log.info("onnxruntime.preload_dlls() failed: %s", exc)
+    for line in messages.getvalue().splitlines():
+        if line.strip():
+            log.info("onnxruntime.preload_dlls: %s", line.strip())
 
 
 def usable_cpus() -> int:

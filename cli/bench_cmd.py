@@ -1,0 +1,136 @@
+"""`ganterp-fast bench [MODEL ...]`: generator throughput on this machine's CPU or GPU."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ganterp_fast.engine.contract import PRECISIONS, parse_device
+from ganterp_fast.engine.errors import InputError
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `bench` subcommand."""
+    from ganterp_fast.cli.main import add_common_flags
+
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure generator throughput (images/s) on this machine's CPU or GPU",
+        description=(
+            "Measure the generator: images/s (median of timed calls after warm-up), latency p50/p95 "
+            "per batch, the providers that ran, and the share of the machine's GEMM peak measured in "
+            "the same run. Prints a Markdown table; --json writes every figure with versions and settings."
+        ),
+        epilog=(
+            "examples:\n"
+            "  ganterp-fast bench model.onnx --device cpu --batch-sizes 1,4\n"
+            "  ganterp-fast bench --resolutions 128,256,512 --device cuda:0 --batch-sizes 1,4,16,64 --json gpu.json\n"
+            "  ganterp-fast bench model-fp16.onnx --device cuda --cuda-graph"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "models",
+        metavar="MODEL",
+        nargs="*",
+        help="an exported .onnx (no PyTorch needed), or biggan-deep-128|256|512 or a checkpoint "
+        "directory (exported once into the cache; needs the [export] extra)",
+    )
+    parser.add_argument(
+        "--resolutions",
+        metavar="LIST",
+        help="also (or, with no MODEL, only) BigGAN-deep with seeded random weights at these sizes, "
+        "e.g. 128,256,512 (default without MODEL: 128)",
+    )
+    parser.add_argument(
+        "--weights",
+        choices=("random",),
+        help="seeded random weights for models given by name or checkpoint (--resolutions always uses them)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        metavar="auto|cpu|cuda|cuda:N",
+        help="where the generator runs (default: %(default)s: CUDA when available)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: fp16 on CUDA, the CPU's own choice otherwise (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        metavar="LIST",
+        help="comma-separated batch sizes (default: 1,2,4,8 on the CPU, 1,4,16,64 on CUDA)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=3.0,
+        metavar="S",
+        help="timed calls per model and batch size, after warm-up (default: %(default)s)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for the generator (default: all cores)")
+    parser.add_argument("--cuda-graph", action="store_true", help="CUDA: replay one captured CUDA graph per batch size")
+    parser.add_argument("--tensorrt", action="store_true", help="CUDA: run through ONNX Runtime's TensorRT provider")
+    parser.add_argument("--no-peak", action="store_true", help="skip the GEMM peak measurement")
+    parser.add_argument("--json", metavar="PATH", help="write every figure, the versions, date and settings as JSON")
+    parser.add_argument("-y", "--overwrite", action="store_true", help="replace the --json file if it exists")
+    add_common_flags(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ganterp_fast.engine.bench import (
+        DEFAULT_BATCHES,
+        RESOLUTIONS,
+        BenchOptions,
+        bench,
+        markdown,
+        parse_int_list,
+    )
+    from ganterp_fast.engine.files import atomic_output, check_output
+
+    parse_device(args.device)
+    batches = (
+        parse_int_list(args.batch_sizes, what="--batch-sizes", example=",".join(map(str, DEFAULT_BATCHES["cuda"])))
+        if args.batch_sizes is not None
+        else ()
+    )
+    resolutions = (
+        parse_int_list(args.resolutions, what="--resolutions", example="128,256,512", allowed=RESOLUTIONS)
+        if args.resolutions is not None
+        else ()
+    )
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads {args.threads}: use 1 or more, or leave it out for one per physical core")
+    options = BenchOptions(
+        device=args.device,
+        precision=args.precision,
+        batch_sizes=batches,
+        seconds=args.seconds,
+        threads=args.threads,
+        cuda_graph=args.cuda_graph,
+        tensorrt=args.tensorrt,
+        weights=args.weights,
+        peak=not args.no_peak,
+    )
+    if args.json:
+        check_output(args.json, overwrite=args.overwrite)
+    if not args.models and not resolutions:
+        resolutions = (128,)
+
+    def progress(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    report = bench(args.models, options, resolutions=resolutions, progress=progress)
+    print(markdown(report))
+    if args.json:
+        with atomic_output(args.json, overwrite=args.overwrite) as temporary:
+            temporary.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0 if any(model["best_batch_size"] is not None for model in report["models"]) else 1
