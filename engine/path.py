@@ -7,6 +7,13 @@ interpolated between point floor(u) and the next one. Frames sample u at their o
 column did), so any frame rate follows the same path. Everything is derived from the
 analysis, the classes and the seed: any frame range can be computed on its own, with
 identical results whatever the batch size.
+
+A cue sheet (`engine.cues`) replaces the analysis's points with a user's: each cue's time
+becomes its spectrogram column, and between two cues u follows the same per-segment alphas
+of the audio's signal ("smooth"), or holds and jumps at the later cue ("cut"). The analysis's
+own points make the same cues, so an unedited sheet gives the same frames. The pulse adds
+the onset envelope, as a peak-and-decay curve sampled at each frame's time, along one seeded
+direction of z.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ from fractions import Fraction
 
 import numpy as np
 
-from .analysis import Analysis
+from .analysis import Analysis, segment_alphas
 from .classes import NUM_CLASSES, class_index
+from .cues import CueSheet
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -39,8 +47,32 @@ class PathOptions:
     z_mode: str = "per-point"
     truncation: float = 0.4
     seed: int = 0
+    #: A cue sheet (`engine.cues.read_sheet`, `parse_classes_at`) instead of the analysis's points.
+    cues: CueSheet | None = None
+    #: Strength of the onset pulse on z (0: off); needs an analysis with onsets.
+    pulse: float = 0.0
+
+    @classmethod
+    def from_sheet(cls, sheet: CueSheet, *, pulse: float = 0.0) -> PathOptions:
+        """The options that render `sheet`: its seed, z mode and truncation."""
+        return cls(z_mode=sheet.z_mode, truncation=sheet.truncation, seed=sheet.seed, cues=sheet, pulse=pulse)
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.pulse, (int, float)) and math.isfinite(self.pulse) and self.pulse >= 0):
+            raise InputError(f"pulse must be a number >= 0 (0: off), got {self.pulse}")
+        if self.cues is not None:
+            if self.classes:
+                raise InputError("give either classes or cues, not both: the cues name their classes")
+            for name, mine, theirs in (
+                ("seed", self.seed, self.cues.seed),
+                ("z mode", self.z_mode, self.cues.z_mode),
+                ("truncation", self.truncation, self.cues.truncation),
+            ):
+                if mine != theirs:
+                    raise InputError(
+                        f"{name} {mine} differs from the {name} of {self.cues.origin or 'the cues'} ({theirs}): "
+                        f"use the cues' own (PathOptions.from_sheet) or edit the sheet's header"
+                    )
         if self.z_mode not in Z_MODES:
             raise InputError(f"z mode must be one of {', '.join(Z_MODES)}, got {self.z_mode!r}")
         if not (isinstance(self.truncation, (int, float)) and 0 < self.truncation <= 1):
@@ -95,21 +127,67 @@ class LatentPath:
         self.analysis = analysis
         self.options = options
         self.fps = Fraction(fps)
-        points = analysis.inflection_points
-        self.num_points = len(points)
-        self.class_ids, self.unused_classes, self.random_classes = _choose_classes(
-            options.classes, self.num_points, options.seed
-        )
-        z_rng = np.random.default_rng([options.seed, 1])
-        count = 1 if options.z_mode == "fixed" else self.num_points
-        self.z_points = (truncated_normal(z_rng, (count, Z_DIM)) * options.truncation).astype(np.float32)
-        # Path position per spectrogram column: segment index + alpha, the last column = K-1.
-        segment = np.searchsorted(points, np.arange(analysis.num_columns), side="right") - 1
-        segment = np.minimum(segment, max(self.num_points - 2, 0))
-        self._u = segment + analysis.alphas if self.num_points > 1 else np.zeros(analysis.num_columns)
-        self._u[-1] = self.num_points - 1
-        self._column_times = np.arange(analysis.num_columns) * analysis.hop_length / analysis.sample_rate
+        n = analysis.num_columns
+        if options.cues is None:
+            columns = np.asarray(analysis.inflection_points, dtype=np.int64)
+            self.class_ids, self.unused_classes, self.random_classes = _choose_classes(
+                options.classes, len(columns), options.seed
+            )
+            fixed = options.z_mode == "fixed"
+            self.cue_z = [0] * len(columns) if fixed else list(range(len(columns)))
+            self.z_count = 1 if fixed else len(columns)
+            self.cue_transitions = ["smooth"] * len(columns)
+            alphas = analysis.alphas
+        else:
+            columns = _cue_columns(options.cues, analysis)
+            self.class_ids = [cue.class_id for cue in options.cues.cues]
+            self.unused_classes, self.random_classes = [], 0
+            self.cue_z = [cue.z for cue in options.cues.cues]
+            self.z_count = options.cues.z_count
+            self.cue_transitions = [cue.transition for cue in options.cues.cues]
+            alphas = segment_alphas(analysis.signal, columns)
+        self.columns = columns
+        self.num_points = len(columns)
+        self.cue_times = columns * analysis.hop_length / analysis.sample_rate
+        self.z_points = (_draw_z(options.seed, self.z_count, self.cue_z) * options.truncation).astype(np.float32)
+        self._z_index = np.asarray(self.cue_z, dtype=np.int64)
+        # Path position per spectrogram column: cue index + alpha, 0 before the first cue and
+        # K-1 from the last one on; a cut holds the cue before until its own column.
+        k = self.num_points
+        if k > 1:
+            segment = np.searchsorted(columns, np.arange(n), side="right") - 1
+            segment = np.minimum(segment, k - 2)
+            self._u = segment + alphas
+            self._u[: columns[0]] = 0.0
+            for i in range(1, k):
+                if self.cue_transitions[i] == "cut":
+                    self._u[columns[i - 1] : columns[i]] = i - 1
+        else:
+            self._u = np.zeros(n)
+        self._u[-1] = k - 1
+        self._column_times = np.arange(n) * analysis.hop_length / analysis.sample_rate
         self.num_frames = frame_count(analysis.duration_s, self.fps)
+        self._pulse = self._pulse_times = self._pulse_direction = None
+        if options.pulse > 0:
+            self._prepare_pulse(options)
+
+    def _prepare_pulse(self, options: PathOptions) -> None:
+        from .beats import pulse_curve
+
+        envelope = self.analysis.onset_envelope
+        if envelope is None:
+            raise InputError("the pulse needs the onset envelope: analyse with AnalysisOptions(onsets=True)")
+        hop_s = self.analysis.onset_hop_length / self.analysis.sample_rate
+        self._pulse = pulse_curve(envelope, hop_s)
+        self._pulse_times = np.arange(len(envelope)) * hop_s
+        self._pulse_direction = truncated_normal(np.random.default_rng([options.seed, 3]), (Z_DIM,))
+
+    def pulse(self, frames: np.ndarray) -> np.ndarray:
+        """The pulse curve (0..1, before the strength) at each frame index; zeros with no pulse."""
+        if self._pulse is None:
+            return np.zeros(len(frames))
+        times = np.asarray(frames, dtype=np.float64) / float(self.fps)
+        return np.interp(times, self._pulse_times, self._pulse)
 
     def positions(self, frames: np.ndarray) -> np.ndarray:
         """The path position u (inflection point index + fraction) at each frame index."""
@@ -124,10 +202,13 @@ class LatentPath:
         low = np.minimum(np.floor(u).astype(np.int64), self.num_points - 1)
         high = np.minimum(low + 1, self.num_points - 1)
         frac = (u - low).astype(np.float32)
-        if self.options.z_mode == "fixed":
-            z = np.repeat(self.z_points, len(u), axis=0)
-        else:
-            z = self.z_points[low] * (1 - frac)[:, None] + self.z_points[high] * frac[:, None]
+        z = self.z_points[low] * (1 - frac)[:, None] + self.z_points[high] * frac[:, None]
+        same = self._z_index[low] == self._z_index[high]  # one z (fixed mode, or a repeated z): exactly it
+        z[same] = self.z_points[low[same]]
+        if self._pulse is not None:
+            strength = self.options.pulse * self.options.truncation * self.pulse(np.arange(start, stop))
+            bound = TRUNCNORM_BOUND * self.options.truncation
+            z = np.clip(z + (strength[:, None] * self._pulse_direction).astype(np.float32), -bound, bound)
         classes = np.asarray(self.class_ids)
         vectors = np.zeros((len(u), NUM_CLASSES), dtype=np.float32)
         rows = np.arange(len(u))
@@ -147,9 +228,38 @@ class LatentPath:
             yield first, z, vectors
 
     def schedule(self) -> list[tuple[float, int]]:
-        """(time in seconds, class index) at each inflection point."""
-        times = self.analysis.inflection_points * self.analysis.hop_length / self.analysis.sample_rate
-        return [(float(t), int(c)) for t, c in zip(times, self.class_ids)]
+        """(time in seconds, class index) at each inflection point (or cue)."""
+        return [(float(t), int(c)) for t, c in zip(self.cue_times, self.class_ids)]
+
+
+def _draw_z(seed: int, count: int, indices: Sequence[int]) -> np.ndarray:
+    """z number i for each i in `indices`: row i of the seeded draw of `count`, or beyond it a
+    z drawn on its own from the seed and i (float64, before truncation)."""
+    table = truncated_normal(np.random.default_rng([seed, 1]), (count, Z_DIM))
+    rows = [table[i] if i < count else truncated_normal(np.random.default_rng([seed, 2, i]), (Z_DIM,)) for i in indices]
+    return np.stack(rows) if rows else np.zeros((0, Z_DIM))
+
+
+def _cue_columns(sheet: CueSheet, analysis: Analysis) -> np.ndarray:
+    """Each cue's spectrogram column (the nearest to its time); InputError naming the cue when a
+    time is past the end or within one column of the cue before."""
+    rate = analysis.sample_rate / analysis.hop_length
+    end = analysis.duration_s
+    columns = []
+    for cue in sheet.cues:
+        if cue.time_s > end + 1e-9:
+            raise InputError(
+                f"{sheet.where(cue)}: time {cue.time_s:g} s is past the end of the audio ({end:.3f} s): "
+                "move it earlier or delete the row"
+            )
+        column = min(int(round(cue.time_s * rate)), analysis.num_columns - 1)
+        if columns and column <= columns[-1]:
+            raise InputError(
+                f"{sheet.where(cue)}: time {cue.time_s:g} s falls on the same spectrogram column "
+                f"({1000 / rate:.1f} ms) as the cue before it: move the cues apart or delete one"
+            )
+        columns.append(column)
+    return np.asarray(columns, dtype=np.int64)
 
 
 def _choose_classes(requested: Sequence[int | str], count: int, seed: int) -> tuple[list[int], list[int], int]:
