@@ -530,7 +530,7 @@ def quality_gate(
         store_gate(model_path, result, capability)
     except OSError as exc:
         log.warning("cannot store the %s gate figures of %s: %s", precision, model_path, exc)
-    log.info("quality gate measured for %s: %s", Path(model_path).name, result.describe())
+    log.debug("quality gate measured for %s: %s", Path(model_path).name, result.describe())
     return result
 
 
