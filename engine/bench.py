@@ -361,18 +361,27 @@ def default_models(resolutions: Sequence[int]) -> list[str]:
     return [f"biggan-deep-{resolution}" for resolution in resolutions]
 
 
-def _resolve(model: str, precision: str, weights: str | None, seed: int) -> Path:
-    """The .onnx of `model`: as given, or exported once into the cache."""
-    from .models import resolve_model
+def _check_model(model: str, precision: str, weights: str | None, seed: int) -> None:
+    """`InputError` for a model that is neither an existing .onnx, a pretrained name nor a checkpoint."""
+    from .models import cache_key
 
-    if str(model).lower().endswith(".onnx"):
+    if model.lower().endswith(".onnx"):
         path = Path(model).expanduser()
         if not path.is_file():
             raise InputError(
                 f"model file {path} does not exist; give an .onnx made by 'ganterp-fast export', "
                 "a model name (biggan-deep-128|256|512) or a checkpoint directory"
             )
-        return path
+    else:
+        cache_key(model, precision=precision, weights=weights, seed=seed)
+
+
+def _resolve(model: str, precision: str, weights: str | None, seed: int) -> Path:
+    """The .onnx of `model`: as given, or exported once into the cache."""
+    from .models import resolve_model
+
+    if model.lower().endswith(".onnx"):
+        return Path(model).expanduser()
     try:
         return resolve_model(model, precision=precision, weights=weights, seed=seed)
     except MissingExtraError as exc:
@@ -505,6 +514,8 @@ def bench(
     batches = options.batch_sizes or DEFAULT_BATCHES[plan.device]
     load_before = _load_average()
     began = time.perf_counter()
+    for model, weights in requests:  # every model checked before any export
+        _check_model(model, export_precision(precision), weights, options.seed)
     paths = []
     for model, weights in requests:
         if not model.lower().endswith(".onnx"):
