@@ -59,12 +59,16 @@ RESOLUTION = 128
 BaselineTimes = StageTimes
 
 
-def eager_uint8(model: Any, z: np.ndarray, classes: np.ndarray, truncation: float) -> np.ndarray:
-    """pytorch-pretrained-biggan's frames as uint8 NHWC: clip((x + 1) / 2 * 256, 0, 255), truncated."""
+def eager_uint8(
+    model: Any, z: np.ndarray, classes: np.ndarray, truncation: float, *, autocast: bool = False
+) -> np.ndarray:
+    """pytorch-pretrained-biggan's frames as uint8 NHWC: clip((x + 1) / 2 * 256, 0, 255), truncated.
+
+    `autocast`: under `torch.autocast("cpu", torch.bfloat16)`, a PyTorch user's bf16 on the CPU."""
     import torch
 
-    with torch.inference_mode():
-        image = model(torch.from_numpy(z), torch.from_numpy(classes), float(truncation))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        image = model(torch.from_numpy(z), torch.from_numpy(classes), float(truncation)).float()
         return torch.clamp((image + 1.0) * 128.0, 0.0, 255.0).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
@@ -82,6 +86,7 @@ def render_eager(
     analysis_options: Any,
     crf: int,
     preset: str,
+    autocast: bool = False,
 ) -> tuple[BaselineTimes, np.ndarray]:
     """Generate every frame with eager PyTorch, then encode them all (write-then-encode).
 
@@ -114,7 +119,11 @@ def render_eager(
     started = time.perf_counter()
     for first in range(0, path.num_frames, batch_size):
         batch = eager_uint8(
-            model, z[first : first + batch_size], classes[first : first + batch_size], path_options.truncation
+            model,
+            z[first : first + batch_size],
+            classes[first : first + batch_size],
+            path_options.truncation,
+            autocast=autocast,
         )
         if frames_on == "png":
             from PIL import Image
