@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .beats import ONSET_HOP, SOURCES
 from .errors import InputError
 from .inflection import INFLECTION_TYPES, inflection_points
 
@@ -49,6 +50,12 @@ class AnalysisOptions:
     smoothing: int = 256
     start: float = 0.0
     duration: float | None = None
+    #: "mix", or the "harmonic" / "percussive" part (librosa's HPSS) that the analysis runs on.
+    analysis_source: str = "mix"
+    #: Move each inflection point to the nearest beat of librosa's beat tracker (first and last stay).
+    snap_to_beats: bool = False
+    #: Keep librosa's onset strength envelope of the mix (for the pulse and plots).
+    onsets: bool = False
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.threshold) or self.threshold < 0:
@@ -67,6 +74,13 @@ class AnalysisOptions:
             raise InputError(f"start must be a number of seconds >= 0, got {self.start}")
         if self.duration is not None and (not math.isfinite(self.duration) or self.duration <= 0):
             raise InputError(f"duration must be a number of seconds > 0, got {self.duration}")
+        if self.analysis_source not in SOURCES:
+            raise InputError(f"analysis source must be one of {', '.join(SOURCES)}, got {self.analysis_source!r}")
+
+    @property
+    def uses_librosa(self) -> bool:
+        """Whether the analysis needs more than the seed's method (HPSS, beats or onsets)."""
+        return self.analysis_source != "mix" or self.snap_to_beats or self.onsets
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,13 @@ class Analysis:
     plot_spectrogram: np.ndarray | None = field(default=None, repr=False)
     hop_length: int = HOP_LENGTH
     n_fft: int = N_FFT
+    #: librosa's onset strength envelope of the mix, one value per `onset_hop_length` samples (or None).
+    onset_envelope: np.ndarray | None = field(default=None, repr=False)
+    onset_hop_length: int = ONSET_HOP
+    #: Beat times in seconds from librosa's beat tracker (with snap_to_beats; else None).
+    beat_times: np.ndarray | None = field(default=None, repr=False)
+    #: The inflection points before they were snapped to beats (with snap_to_beats; else None).
+    unsnapped_points: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def duration_s(self) -> float:
@@ -120,6 +141,13 @@ class Analysis:
             "tv": self.tv.tolist(),
             "signal": self.signal.tolist(),
             "alphas": self.alphas.tolist(),
+            **({"beat_times_s": self.beat_times.tolist()} if self.beat_times is not None else {}),
+            **({"unsnapped_points": self.unsnapped_points.tolist()} if self.unsnapped_points is not None else {}),
+            **(
+                {"onset_hop_length": self.onset_hop_length, "onset_envelope": self.onset_envelope.tolist()}
+                if self.onset_envelope is not None
+                else {}
+            ),
         }
 
 
@@ -335,14 +363,22 @@ def analyze_samples(
     else:
         group = 0
     stream = _StreamingTV(int(sample_rate), plot_group=group)
+    onsets = None
+    if options.snap_to_beats or options.onsets:
+        from .beats import OnsetTracker
+
+        onsets = OnsetTracker(int(sample_rate))
+    blocks = _checked(blocks, onsets)
+    if options.analysis_source != "mix":
+        from .beats import hpss_blocks
+
+        blocks = hpss_blocks(blocks, int(sample_rate), options.analysis_source)
     for block in blocks:
-        if block.ndim != 1:
-            raise InputError(f"expected 1-D channel samples, got an array of shape {block.shape}")
         stream.feed(block)
     stream.finish()
     if stream.num_samples == 0:
         raise InputError(f"{source or 'the audio'} holds no audio samples")
-    return analyze_tv(
+    result = analyze_tv(
         stream.tv(),
         sample_rate=int(sample_rate),
         num_samples=stream.num_samples,
@@ -350,6 +386,44 @@ def analyze_samples(
         options=options,
         source=source,
         plot_spectrogram=stream.plot_image(),
+    )
+    if onsets is not None:
+        result = _with_onsets(result, onsets.finish())
+    return result
+
+
+def _checked(blocks: Iterable[np.ndarray], onsets: Any) -> Iterator[np.ndarray]:
+    """The blocks, each checked to be 1-D and (when `onsets` is a tracker) fed to it first."""
+    for block in blocks:
+        if block.ndim != 1:
+            raise InputError(f"expected 1-D channel samples, got an array of shape {block.shape}")
+        if onsets is not None:
+            onsets.feed(block)
+        yield block
+
+
+def _with_onsets(result: Analysis, envelope: np.ndarray) -> Analysis:
+    """The analysis with the onset envelope, and with snap_to_beats its points moved onto beats."""
+    from dataclasses import replace
+
+    from .beats import beat_times, snap_points
+
+    options = result.options
+    result = replace(result, onset_envelope=envelope if options.onsets else None)
+    if not options.snap_to_beats:
+        return result
+    beats = beat_times(envelope, result.sample_rate)
+    if len(beats) == 0:
+        log.warning("snap to beats: no beats found, the inflection points stay where they are")
+    # A point at column j shows at video time j * hop / sample_rate: the beat's nearest column.
+    columns = np.round(beats * result.sample_rate / result.hop_length).astype(np.int64)
+    points = snap_points(result.inflection_points, columns)
+    return replace(
+        result,
+        inflection_points=points,
+        alphas=segment_alphas(result.signal, points),
+        beat_times=beats,
+        unsnapped_points=result.inflection_points,
     )
 
 

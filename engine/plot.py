@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -22,8 +23,15 @@ def plot_format(path: str | os.PathLike[str]) -> str:
     return suffix or "png"
 
 
-def plot_analysis(analysis: Analysis, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
-    """Draw what the seed shows, on one time axis in seconds, into an image file (PNG, SVG, PDF)."""
+def plot_analysis(
+    analysis: Analysis, path: str | os.PathLike[str], *, overwrite: bool = False, latent: Any = None
+) -> None:
+    """Draw what the seed shows, on one time axis in seconds, into an image file (PNG, SVG, PDF).
+
+    When the analysis has them, it also shows librosa's beats, the points before and after
+    snapping to them, and the onset strength envelope; with `latent` (a `LatentPath` drawn
+    from a cue sheet or --classes-at) the cues and their classes.
+    """
     image_format = plot_format(path)
     try:
         import matplotlib
@@ -34,7 +42,10 @@ def plot_analysis(analysis: Analysis, path: str | os.PathLike[str], *, overwrite
         raise MissingExtraError("--plot", "plot") from None
 
     times = analysis.column_times()
-    fig, (ax_spec, ax_signal, ax_alpha) = plt.subplots(3, 1, figsize=(12, 8), sharex=True, constrained_layout=True)
+    onsets = analysis.onset_envelope
+    rows = 4 if onsets is not None else 3
+    fig, axes = plt.subplots(rows, 1, figsize=(12, 2.7 * rows), sharex=True, constrained_layout=True)
+    ax_spec, ax_signal, ax_alpha = axes[:3]
     title = os.path.basename(analysis.source) if analysis.source else "audio"
     fig.suptitle(
         f"{title}: {analysis.duration_s:.1f} s at {analysis.sample_rate} Hz, "
@@ -64,8 +75,39 @@ def plot_analysis(analysis: Analysis, path: str | os.PathLike[str], *, overwrite
     ax_signal.scatter(
         times[points], analysis.signal[points], color="tab:red", zorder=3, s=18, label="inflection points"
     )
-    for t in times[points]:
-        ax_alpha.axvline(t, color="tab:red", linewidth=0.6, alpha=0.5)
+    if analysis.unsnapped_points is not None:
+        before = analysis.unsnapped_points
+        ax_signal.scatter(
+            times[before],
+            analysis.signal[before],
+            facecolors="none",
+            edgecolors="0.4",
+            zorder=3,
+            s=22,
+            label="before snapping to beats",
+        )
+    if analysis.beat_times is not None:
+        ax_signal.vlines(
+            analysis.beat_times,
+            0,
+            1,
+            transform=ax_signal.get_xaxis_transform(),
+            color="tab:orange",
+            linewidth=0.5,
+            alpha=0.6,
+            label="beats",
+        )
+    cues = getattr(latent, "options", None) is not None and latent.options.cues is not None
+    if cues:
+        from .classes import all_classes
+
+        for t, cls in latent.schedule():
+            ax_alpha.axvline(t, color="tab:purple", linewidth=0.8)
+            ax_alpha.text(t, 1.0, f" {all_classes()[cls].name}", rotation=90, va="top", fontsize=7)
+        ax_alpha.set_title("cues (alphas between them follow the signal)", loc="left", fontsize=9)
+    else:
+        for t in times[points]:
+            ax_alpha.axvline(t, color="tab:red", linewidth=0.6, alpha=0.5)
     upper = float(analysis.signal.max()) if len(analysis.signal) else 1.0
     ax_signal.set_ylim(0, max(upper * 1.3, 1e-3))
     ax_signal.set_ylabel("normalised TV")
@@ -74,7 +116,13 @@ def plot_analysis(analysis: Analysis, path: str | os.PathLike[str], *, overwrite
     ax_alpha.plot(times, analysis.alphas, color="tab:green", linewidth=1.0)
     ax_alpha.set_ylabel("alpha")
     ax_alpha.set_ylim(-0.02, 1.02)
-    ax_alpha.set_xlabel("time (s)")
+    if onsets is not None:
+        ax_onset = axes[3]
+        onset_times = np.arange(len(onsets)) * analysis.onset_hop_length / analysis.sample_rate
+        ax_onset.plot(onset_times, onsets, color="tab:orange", linewidth=0.6)
+        ax_onset.set_ylabel("onset strength")
+        ax_onset.set_title("onset strength envelope (librosa; drives --pulse)", loc="left", fontsize=9)
+    axes[-1].set_xlabel("time (s)")
     ax_alpha.set_xlim(0, max(analysis.duration_s, 1e-3))
 
     try:
