@@ -70,10 +70,10 @@ class CueSheet:
     origin: str = ""  # the file it was read from, for messages
 
     def where(self, cue: Cue) -> str:
-        """'FILE line N' (or 'cue N') for messages about `cue`."""
+        """'FILE line N' (or 'ORIGIN item N') for messages about `cue`."""
         if self.origin and cue.line:
             return f"{self.origin} line {cue.line}"
-        return f"{self.origin or 'cue'} #{self.cues.index(cue) + 1}"
+        return f"{self.origin or 'cues'} item {self.cues.index(cue) + 1}"
 
 
 # --------------------------------------------------------------------------- times
