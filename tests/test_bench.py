@@ -221,3 +221,24 @@ def test_bench_module_runs_without_the_cli() -> None:
     code = "import sys, ganterp_fast.engine.bench as b; assert 'torch' not in sys.modules; print(b.RESOLUTIONS)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "128" in result.stdout, result.stderr
+
+
+# -- on a GPU (skipped elsewhere) ----------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_bench_on_cuda(tiny_onnx_fp16: Path, tmp_path: Path) -> None:
+    """The fp16 tiny model on cuda:0 with CUDA graphs: CUDA ran, the GPU is named, an fp16 GEMM peak."""
+    out = tmp_path / "gpu.json"
+    stdout = io.StringIO()
+    argv = ["bench", str(tiny_onnx_fp16), "--device", "cuda:0", "--batch-sizes", "1,8", "--seconds", "0.3"]
+    with contextlib.redirect_stdout(stdout):
+        assert main([*argv, "--cuda-graph", "--json", str(out), "-q"]) == 0
+    report = json.loads(out.read_text())
+    (model,) = report["models"]
+    assert model["device"] == "cuda:0" and model["providers"][0] == CUDA and model["precision"] == "fp16"
+    assert all(point["images_per_s"] > 0 for point in model["points"])
+    peak = report["peaks"][model["peak"]]
+    assert peak["precision"] == "fp16" and peak["gflops"] > 0 and "CUDA" in peak["method"]
+    assert report["device"]["gpu"].get("name") or report["device"]["gpu"] == {}
+    assert "cuda:0" in stdout.getvalue()
