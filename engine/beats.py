@@ -36,7 +36,7 @@ SOURCES = ("mix", "harmonic", "percussive")
 _ONSET_BLOCK_FRAMES = 4096  # onset frames per mel spectrogram call (about 47 s at 44.1 kHz)
 _TEMPO_BLOCK_FRAMES = 8192  # onset frames per tempogram in the tempo estimate
 _HPSS_BLOCK_S = 30.0  # seconds of audio per HPSS call
-_HPSS_CONTEXT_S = 2.0  # seconds of context on each side (the median filters span 0.7 s at 44.1 kHz)
+_HPSS_CONTEXT_S = 2.0  # seconds of context on each side (the median filters span 0.36 s at 44.1 kHz)
 
 
 def _librosa():  # type: ignore[no-untyped-def]
@@ -150,8 +150,12 @@ def hpss_blocks(blocks: Iterable[np.ndarray], sample_rate: int, part: str) -> It
     if part not in ("harmonic", "percussive"):
         raise ValueError(f"part must be harmonic or percussive, got {part!r}")
     librosa = _librosa()
-    step = int(_HPSS_BLOCK_S * sample_rate)
-    context = int(_HPSS_CONTEXT_S * sample_rate)
+    # Whole hops (librosa's STFT hop is n_fft / 4 = 512): every block's frames then fall on the
+    # whole song's frame grid, and the kept middle equals the whole song's separation.
+    hop = ONSET_HOP
+    step = max(1, round(_HPSS_BLOCK_S * sample_rate / hop)) * hop
+    # Context: at least the median filter's half-width (15 frames) plus a window's overlap (4).
+    context = max(24, round(_HPSS_CONTEXT_S * sample_rate / hop)) * hop
     buffer = np.zeros(0, dtype=np.float32)
     emitted = 0  # samples yielded so far
     offset = 0  # sample index of buffer[0]
