@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from ganterp_fast.engine.files import atomic_output, check_output
 
     parse_device(args.device)
+    device = args.device.strip().lower()
     batches = (
         parse_int_list(args.batch_sizes, what="--batch-sizes", example=",".join(map(str, DEFAULT_BATCHES["cuda"])))
         if args.batch_sizes is not None
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads {args.threads}: use 1 or more, or leave it out for one per physical core")
     options = BenchOptions(
-        device=args.device,
+        device=device,
         precision=args.precision,
         batch_sizes=batches,
         seconds=args.seconds,

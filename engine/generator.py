@@ -37,6 +37,7 @@ from .contract import (  # noqa: F401  (some re-exported: the exporter and the t
     NUM_CLASSES,
     OUTPUT_NAME,
     Z_DIM,
+    parse_device,
 )
 from .errors import InputError, MissingExtraError, ModelError, ProviderError
 from .providers import (  # noqa: F401  (CPU, DEVICES, physical_cores: re-exported for callers)
@@ -308,7 +309,7 @@ class Generator:
             f"the CUDA provider could not start (no GPU, driver or CUDA/cuDNN libraries?); "
             f"ONNX Runtime fell back to {', '.join(self._providers)}"
         )
-        if device.startswith("cuda"):
+        if parse_device(device)[0] == "cuda":
             raise ProviderError(reason + "; use device 'cpu' to run on the CPU")
         log.warning("%s: running on the CPU", reason)
         return ProviderPlan("cpu", ((CPU, {}),), plan.intra_op_threads, io_binding=False)
