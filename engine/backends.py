@@ -136,3 +136,15 @@ def plan_precision(
 def export_precision(precision: str) -> str:
     """The precision of the exported .onnx that a run in `precision` reads (bf16 reads the fp32 export)."""
     return "fp32" if precision in ("bf16", AUTO_BF16) else precision
+
+
+def quality_figures(generator: FrameGenerator) -> dict[str, Any] | None:
+    """The stored quality-gate figures of a gated generator (OpenVINO bf16), for `bench` and logs; else None."""
+    from dataclasses import asdict
+
+    from .openvino_backend import OpenVinoGenerator, stored_gate
+
+    if not isinstance(generator, OpenVinoGenerator) or generator.precision != "bf16":
+        return None
+    result = stored_gate(generator.model_path, generator.precision)
+    return None if result is None else asdict(result)

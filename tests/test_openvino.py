@@ -201,6 +201,9 @@ def test_gate_passes_and_is_stored(tiny_onnx: Path, bf16: OpenVinoGenerator) -> 
     assert stored_gate(tiny_onnx) == result and result.cpu == HERE.kind
     generator = open_generator(tiny_onnx, device="cpu", precision=AUTO_BF16)
     assert generator.providers == ["OpenVINO CPU bf16"]
+    figures = backends.quality_figures(generator)
+    assert figures["psnr_db"] == result.psnr_db and figures["max_abs_error"] == result.max_abs_error
+    assert backends.quality_figures(Generator(tiny_onnx, device="cpu")) is None
 
 
 # -- the compiled-model cache ----------------------------------------------------------------
@@ -283,7 +286,3 @@ def test_cli_render_bf16(song: Path, tiny_onnx: Path, tmp_path: Path) -> None:
     value = psnr(decoded["bf16"], decoded["fp32"])
     print(f"bf16 render vs fp32 render, decoded: {value:.1f} dB")
     assert value >= 30  # 35 dB between raw frames, less after H.264 of each
-
-
-def test_backends_module_has_one_open_generator() -> None:
-    assert backends.open_generator is open_generator
