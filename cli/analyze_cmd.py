@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+from fractions import Fraction
 
-from ganterp_fast.cli.options import add_analysis_args, add_input_args, analysis_options, resolve_input
+from ganterp_fast.cli.direct import add_direction_args, add_path_args, directed_options
+from ganterp_fast.cli.options import add_analysis_args, add_input_args, resolve_input
 from ganterp_fast.engine.analysis import analyze
+from ganterp_fast.engine.cues import cue_format, format_sheet, sheet_from_path
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.files import atomic_output, check_output, same_file
+from ganterp_fast.engine.path import LatentPath
 from ganterp_fast.engine.plot import plot_format
 
 
@@ -26,6 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_input_args(parser)
     add_analysis_args(parser)
+    path = add_path_args(parser)
+    add_direction_args(
+        path,
+        cues_help="write the cue sheet: one row per inflection point (time, class, z, transition) and the "
+        "parameters that reproduce the path; edit it and give it to 'render --cues'",
+    )
     out = parser.add_argument_group("outputs")
     out.add_argument("--json", metavar="PATH", help="write the full analysis as JSON")
     out.add_argument("--plot", metavar="PATH.png", help="draw spectrogram, signal with inflection points, and alphas")
@@ -35,27 +45,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = analysis_options(args)
+    options, path_options = directed_options(args, read_cues=False)
     source = resolve_input(args)
-    for path in (args.json, args.plot):
-        if path:
-            if same_file(path, source):
-                raise InputError(f"output {path} is the input file: choose another name")
-            check_output(path, overwrite=args.overwrite)
-    if args.json and args.plot and same_file(args.json, args.plot):
-        raise InputError(f"--json and --plot both name {args.json}: give them different names")
+    outputs = [
+        (flag, path) for flag, path in (("--json", args.json), ("--plot", args.plot), ("--cues", args.cues)) if path
+    ]
+    for _, path in outputs:
+        if same_file(path, source):
+            raise InputError(f"output {path} is the input file: choose another name")
+        check_output(path, overwrite=args.overwrite)
+    for i, (flag, path) in enumerate(outputs):
+        for other_flag, other in outputs[i + 1 :]:
+            if same_file(path, other):
+                raise InputError(f"{flag} and {other_flag} both name {path}: give them different names")
     if args.plot:
         plot_format(args.plot)
-    result = analyze(source, options, keep_plot=bool(args.plot))
-    # The plot is drawn while the JSON is still a temporary file: if drawing fails, neither is kept.
-    json_output = atomic_output(args.json, overwrite=args.overwrite) if args.json else contextlib.nullcontext()
-    with json_output as temporary:
-        if temporary is not None:
+    if args.cues:
+        cue_format(args.cues)
+    result = analyze(source, options, start=args.start, duration=args.duration, keep_plot=bool(args.plot))
+    latent = LatentPath(result, path_options, Fraction(30))  # the classes, z and times render would use
+    # Every output is a temporary file until all are written: if one fails, none is kept.
+    with contextlib.ExitStack() as stack:
+        if args.json:
+            temporary = stack.enter_context(atomic_output(args.json, overwrite=args.overwrite))
             temporary.write_text(json.dumps(result.to_dict()), encoding="utf-8")
+        if args.cues:
+            temporary = stack.enter_context(atomic_output(args.cues, overwrite=args.overwrite))
+            sheet = sheet_from_path(latent)
+            temporary.write_text(format_sheet(sheet, cue_format(args.cues)), encoding="utf-8")
         if args.plot:
             from ganterp_fast.engine.plot import plot_analysis
 
-            plot_analysis(result, args.plot, overwrite=args.overwrite)
+            plot_analysis(result, args.plot, overwrite=args.overwrite, latent=latent)
     if not args.quiet:
         times = result.inflection_times
         shown = ", ".join(f"{t:.2f}" for t in times[:40]) + (" ..." if len(times) > 40 else "")
@@ -63,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
             f"{source}: {result.duration_s:.2f} s at {result.sample_rate} Hz, {result.num_columns} spectrogram columns"
         )
         print(f"{len(times)} inflection points (s): {shown}")
-        for label, path in (("json", args.json), ("plot", args.plot)):
+        if path_options.cues is not None or options.snap_to_beats:
+            cues = ", ".join(f"{t:.2f}:{c}" for t, c in latent.schedule()[:20])
+            print(f"{latent.num_points} cues (s:class): {cues}" + (" ..." if latent.num_points > 20 else ""))
+        for label, path in (("json", args.json), ("plot", args.plot), ("cues", args.cues)):
             if path:
                 print(f"{label}: {path}")
     return 0

@@ -18,9 +18,7 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
     )
     add_example_flag(parser)
     group = parser.add_argument_group("excerpt")
-    group.add_argument(
-        "--start", type=float, default=_DEFAULTS.start, metavar="SECONDS", help="start of the excerpt (default: 0)"
-    )
+    group.add_argument("--start", type=float, default=0.0, metavar="SECONDS", help="start of the excerpt (default: 0)")
     group.add_argument(
         "--duration", type=float, default=None, metavar="SECONDS", help="length of the excerpt (default: to the end)"
     )
@@ -60,6 +58,9 @@ def add_analysis_args(parser: argparse.ArgumentParser) -> None:
         metavar="COLUMNS",
         help="running mean over the TV distances; 0: none (default: %(default)s)",
     )
+    from ganterp_fast.cli.direct import add_source_args
+
+    add_source_args(group)
 
 
 def analysis_options(args: argparse.Namespace) -> AnalysisOptions:
@@ -69,8 +70,9 @@ def analysis_options(args: argparse.Namespace) -> AnalysisOptions:
         absolute_threshold=args.absolute_threshold,
         rolling_length=args.rolling_length,
         smoothing=args.smoothing,
-        start=args.start,
-        duration=args.duration,
+        analysis_source=args.analysis_source,
+        snap_to_beats=args.snap_to_beats,
+        onsets=bool(getattr(args, "pulse", 0.0)),
     )
 
 

@@ -6,12 +6,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from ganterp_fast.cli.options import add_analysis_args, add_input_args, analysis_options, resolve_input
-from ganterp_fast.engine.encode import H264_ENCODERS, X264_PRESETS
+from ganterp_fast.cli.direct import add_direction_args, directed_options
+from ganterp_fast.cli.options import add_analysis_args, add_input_args, resolve_input
+from ganterp_fast.engine.contract import PRECISIONS, parse_device
+from ganterp_fast.engine.encode import H264_ENCODERS, X264_PRESETS, EncodeOptions
+from ganterp_fast.engine.errors import InputError
+from ganterp_fast.engine.options import ModelOptions, RenderOptions
 from ganterp_fast.engine.path import Z_MODES, PathOptions
-from ganterp_fast.engine.render import DEVICES, PRECISIONS, RenderOptions, render
+from ganterp_fast.engine.render import render
 
 _DEFAULTS = RenderOptions()
+_MODEL_DEFAULTS = ModelOptions()
+_ENCODE_DEFAULTS = EncodeOptions()
 _PATH_DEFAULTS = PathOptions()
 
 
@@ -66,6 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=_PATH_DEFAULTS.seed,
         help="seed of the random classes and z: the same seed gives the same frames (default: %(default)s)",
     )
+    add_direction_args(
+        path,
+        cues_help="render from a cue sheet (from 'analyze --cues'; edited or not) instead of the inflection points",
+    )
 
     video = parser.add_argument_group("video")
     video.add_argument(
@@ -75,33 +85,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "one frame per spectrogram column) (default: %(default)s)",
     )
     video.add_argument(
-        "--crf", type=int, default=_DEFAULTS.crf, help="x264 quality, 0-51, lower is better (default: %(default)s)"
+        "--crf",
+        type=int,
+        default=_ENCODE_DEFAULTS.crf,
+        help="x264 quality, 0-51, lower is better (default: %(default)s)",
     )
     video.add_argument(
         "--encoder-threads",
         type=int,
-        default=_DEFAULTS.encoder_threads,
+        default=_ENCODE_DEFAULTS.threads,
         metavar="N",
         help="x264 threads; 0: automatic (default: %(default)s)",
     )
     video.add_argument(
         "--codec",
         choices=(*H264_ENCODERS, "auto"),
-        default=_DEFAULTS.codec,
+        default=_ENCODE_DEFAULTS.codec,
         help="H.264 encoder: libx264 (CPU), h264_nvenc (NVIDIA GPUs with NVENC), or auto: "
         "NVENC where it opens, else libx264 (default: %(default)s)",
     )
     video.add_argument(
         "--preset",
         choices=X264_PRESETS,
-        default=_DEFAULTS.preset,
+        default=_ENCODE_DEFAULTS.preset,
         help="x264 speed/size trade-off (default: %(default)s)",
     )
 
     model = parser.add_argument_group("model and hardware")
     model.add_argument(
         "--model",
-        default=_DEFAULTS.model,
+        default=_MODEL_DEFAULTS.model,
         help="biggan-deep-128|256|512 (pretrained, fetched once), a checkpoint directory "
         "(config.json + pytorch_model.bin), or an exported .onnx (default: %(default)s)",
     )
@@ -112,15 +125,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     model.add_argument(
         "--device",
-        choices=DEVICES,
-        default=_DEFAULTS.device,
-        help="where the generator runs (default: %(default)s: CUDA when available)",
+        type=_device,
+        metavar="auto|cpu|cuda|cuda:N",
+        default=_MODEL_DEFAULTS.device,
+        help="where the generator runs; cuda:N: the N-th GPU (default: %(default)s: CUDA when available)",
     )
     model.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default=_DEFAULTS.precision,
-        help="auto: fp16 on CUDA, fp32 on the CPU (default: %(default)s)",
+        default=_MODEL_DEFAULTS.precision,
+        help="auto: fp16 on CUDA; on the CPU bf16 (OpenVINO) where the CPU has native bf16 (AVX512-BF16 or AMX) "
+        "and the model passes its quality gate, else fp32 (exact) (default: %(default)s)",
     )
     model.add_argument(
         "--batch-size", type=int, default=None, help="frames per generator call (default: 4 on the CPU, 16-64 on CUDA)"
@@ -142,6 +157,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _device(text: str) -> str:
+    """A --device value: one of DEVICES or cuda:N (argparse's exit 2 with the reason otherwise)."""
+    try:
+        parse_device(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip().lower()
+
+
 def default_output(source: str, example: bool) -> Path:
     if example:
         return Path("ganterp-example.mp4")
@@ -151,24 +175,23 @@ def default_output(source: str, example: bool) -> Path:
 
 
 def options_from_args(args: argparse.Namespace) -> RenderOptions:
-    classes = tuple(item.strip() for item in args.classes.split(",") if item.strip()) if args.classes else ()
+    analysis, path = directed_options(args, read_cues=True)
     return RenderOptions(
-        model=args.model,
-        weights=args.weights,
-        precision=args.precision,
-        device=args.device,
-        batch_size=args.batch_size,
+        model=ModelOptions(
+            model=args.model,
+            weights=args.weights,
+            precision=args.precision,
+            device=args.device,
+            batch_size=args.batch_size,
+            threads=args.threads,
+            cuda_graph=args.cuda_graph,
+            tensorrt=args.tensorrt,
+        ),
         fps=args.fps,
-        crf=args.crf,
-        preset=args.preset,
-        threads=args.threads,
-        encoder_threads=args.encoder_threads,
-        codec=args.codec,
-        cuda_graph=args.cuda_graph,
-        tensorrt=args.tensorrt,
+        encode=EncodeOptions(crf=args.crf, preset=args.preset, threads=args.encoder_threads, codec=args.codec),
         overwrite=args.overwrite,
-        analysis=analysis_options(args),
-        path=PathOptions(classes=classes, z_mode=args.z_mode, truncation=args.truncation, seed=args.seed),
+        analysis=analysis,
+        path=path,
     )
 
 
@@ -179,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
 
     bar = None
     messages = {
-        "model": f"preparing model {options.model} (a name or checkpoint is exported once, then cached)",
+        "model": f"preparing model {options.model.model} (a name or checkpoint is exported once, then cached)",
         "analysis": f"analysing {source}",
     }
 
@@ -204,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         bar.update(update.frames_done - bar.n)
 
     try:
-        result = render(source, output, options, progress=on_progress)
+        result = render(source, output, options, start=args.start, duration=args.duration, progress=on_progress)
     finally:
         if bar is not None:
             bar.close()

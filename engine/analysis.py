@@ -18,13 +18,16 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .beats import ONSET_HOP, SOURCES
 from .errors import InputError
 from .inflection import INFLECTION_TYPES, inflection_points
+
+if TYPE_CHECKING:
+    from .source import Source
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +51,6 @@ class AnalysisOptions:
     absolute_threshold: float = 8e-2
     rolling_length: int = 200
     smoothing: int = 256
-    start: float = 0.0
-    duration: float | None = None
     #: "mix", or the "harmonic" / "percussive" part (librosa's HPSS) that the analysis runs on.
     analysis_source: str = "mix"
     #: Move each inflection point to the nearest beat of librosa's beat tracker (first and last stay).
@@ -70,10 +71,6 @@ class AnalysisOptions:
             raise InputError(f"rolling length must be an integer >= 1, got {self.rolling_length}")
         if int(self.smoothing) != self.smoothing or self.smoothing < 0:
             raise InputError(f"smoothing must be an integer >= 0 (0: none), got {self.smoothing}")
-        if not math.isfinite(self.start) or self.start < 0:
-            raise InputError(f"start must be a number of seconds >= 0, got {self.start}")
-        if self.duration is not None and (not math.isfinite(self.duration) or self.duration <= 0):
-            raise InputError(f"duration must be a number of seconds > 0, got {self.duration}")
         if self.analysis_source not in SOURCES:
             raise InputError(f"analysis source must be one of {', '.join(SOURCES)}, got {self.analysis_source!r}")
 
@@ -107,6 +104,9 @@ class Analysis:
     beat_times: np.ndarray | None = field(default=None, repr=False)
     #: The inflection points before they were snapped to beats (with snap_to_beats; else None).
     unsnapped_points: np.ndarray | None = field(default=None, repr=False)
+    #: The excerpt of the source analysed: its start in seconds and the length asked for (None: to the end).
+    start: float = 0.0
+    duration: float | None = None
 
     @property
     def duration_s(self) -> float:
@@ -135,7 +135,7 @@ class Analysis:
             "num_columns": self.num_columns,
             "num_samples": self.num_samples,
             "duration_s": self.duration_s,
-            "parameters": asdict(self.options),
+            "parameters": {**asdict(self.options), "start": self.start, "duration": self.duration},
             "inflection_points": self.inflection_points.tolist(),
             "inflection_times_s": self.inflection_times.tolist(),
             "tv": self.tv.tolist(),
@@ -428,37 +428,42 @@ def _with_onsets(result: Analysis, envelope: np.ndarray) -> Analysis:
 
 
 def analyze(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | Source,
     options: AnalysisOptions | None = None,
     *,
+    start: float = 0.0,
+    duration: float | None = None,
     keep_plot: bool = False,
     **overrides: Any,
 ) -> Analysis:
     """Analyse channel 0 of an audio or video file at its own sample rate.
 
-    `options` holds the parameters (`AnalysisOptions`); keyword overrides such as
-    `threshold=0.02` or `start=10, duration=30` replace single fields. Memory does not grow
-    with the file's length: samples are streamed and only one value per column is kept.
+    `path` is a file or a `Source` probed already (`source.open_source`); `start` and
+    `duration` choose the excerpt of a file (a `Source` carries its own). `options` holds the
+    parameters (`AnalysisOptions`); keyword overrides such as `threshold=0.02` replace single
+    fields. Memory does not grow with the file's length: samples are streamed and only one
+    value per column is kept.
     """
     from dataclasses import replace
 
-    from .audio import excerpt_samples, iter_channel0, probe_audio
+    from .audio import iter_channel0
+    from .source import open_source
 
     options = replace(options or AnalysisOptions(), **overrides)
-    info = probe_audio(path)
-    _, expected = excerpt_samples(info, options.start, options.duration)
-    blocks = iter_channel0(path, start=options.start, duration=options.duration)
+    source = open_source(path, start=start, duration=duration)
+    blocks = iter_channel0(source.info, start=source.start, duration=source.duration)
     result = analyze_samples(
         blocks,
-        info.sample_rate,
+        source.sample_rate,
         options,
         keep_plot=keep_plot,
-        expected_samples=expected,
-        source=os.fspath(path),
+        expected_samples=source.num_samples,
+        source=os.fspath(source.path),
     )
+    result = replace(result, start=source.start, duration=source.duration)
     log.info(
         "analysed %s: %.1f s at %d Hz, %d columns, %d inflection points",
-        path,
+        source.path,
         result.duration_s,
         result.sample_rate,
         result.num_columns,

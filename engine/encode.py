@@ -25,10 +25,10 @@ from typing import NoReturn
 
 import numpy as np
 
-from .audio import AudioInfo, excerpt_samples, probe_audio
 from .errors import GanterpError, InputError, RenderError
 from .files import check_output, temporary_beside
 from .soundtrack import Soundtrack
+from .source import Source, open_source
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,12 @@ class EncodeOptions:
     threads: int = 0  # encoder threads; 0 = automatic
     audio_bitrate: int = 0  # AAC bits/s; 0 = 96 kb/s per channel within AAC's limit at low rates
     faststart: bool = True  # mp4/mov: put the index first so playback starts before the download ends
+    # x264: identical stream headers whatever the frames (stitchable=1), so segments join by stream copy.
+    stitchable: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.crf, int) or isinstance(self.crf, bool) or not 0 <= self.crf <= 51:
-            raise InputError(f"crf must be an integer from 0 to 51, got {self.crf!r}")
+            raise InputError(f"crf must be an integer in 0..51 (lower is better quality), got {self.crf!r}")
         if self.preset not in X264_PRESETS:
             raise InputError(f"preset must be one of {', '.join(X264_PRESETS)}, got {self.preset!r}")
         if self.codec not in (*H264_ENCODERS, "auto"):
@@ -79,7 +81,8 @@ class EncodeOptions:
 
 @dataclass(frozen=True)
 class AudioClip:
-    """The soundtrack to mux: the excerpt [start, start + duration) of `path`, as in audio.py."""
+    """The soundtrack to mux: the excerpt [start, start + duration) of `path`, as in audio.py
+    (a `source.Source` probed already can be given to the writer instead)."""
 
     path: Path
     start: float = 0.0
@@ -156,7 +159,7 @@ class VideoWriter:
         width: int,
         height: int,
         fps: Fraction | int | str,
-        audio: AudioClip | None,
+        audio: AudioClip | Source | None,
         options: EncodeOptions = EncodeOptions(),
         overwrite: bool = False,
     ) -> None:
@@ -179,10 +182,8 @@ class VideoWriter:
         codec = choose_h264_encoder(options.codec)
 
         # The soundtrack's problems are input errors: find them before any work.
-        self._audio_info: AudioInfo | None = None
-        if audio is not None:
-            self._audio_info = probe_audio(audio.path)
-            excerpt_samples(self._audio_info, audio.start, audio.duration)
+        if isinstance(audio, AudioClip):
+            audio = open_source(audio.path, start=audio.start, duration=audio.duration)
 
         folder = self.output.parent
         try:
@@ -208,9 +209,12 @@ class VideoWriter:
                 if audio is None
                 else Soundtrack(
                     self._container,
-                    self._audio_info,
+                    audio.info,
                     start=audio.start,
-                    duration=audio.duration,
+                    # To the stream's end where the length is only an estimate and no duration was asked.
+                    duration=audio.num_samples / audio.sample_rate
+                    if audio.duration is not None or audio.info.exact
+                    else None,
                     bitrate=options.audio_bitrate,
                 )
             )
@@ -229,6 +233,8 @@ class VideoWriter:
             codec_options = {"preset": _NVENC_PRESETS[opts.preset], "rc": "vbr", "cq": str(opts.crf)}
         else:
             codec_options = {"crf": str(opts.crf), "preset": opts.preset}
+            if opts.stitchable:
+                codec_options["x264-params"] = "stitchable=1"
         stream = self._container.add_stream(codec, rate=self.fps, options=codec_options)
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
         stream.thread_type = "AUTO"

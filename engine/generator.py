@@ -191,7 +191,7 @@ def check_metadata(metadata: dict[str, str], path: str | os.PathLike[str]) -> No
 # The generator
 
 
-def _import_onnxruntime() -> Any:
+def import_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError as exc:
@@ -220,7 +220,7 @@ class Generator:
         tensorrt: bool = False,
         cuda_graph: bool = False,
     ) -> None:
-        ort = _import_onnxruntime()
+        ort = import_onnxruntime()
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise InputError(

@@ -114,6 +114,22 @@ def cache_key(model: str, *, precision: str, weights: str | None, seed: int) -> 
     )
 
 
+def model_resolution(model: str | os.PathLike[str]) -> int:
+    """The output size in pixels of a pretrained name or checkpoint directory, without exporting it."""
+    text = os.fspath(model)
+    if text in PRETRAINED_NAMES:
+        return int(text.rsplit("-", 1)[1])
+    directory = Path(text).expanduser()
+    config = directory / CONFIG_NAME
+    if directory.is_dir() and config.is_file():
+        try:
+            return int(json.loads(config.read_text(encoding="utf-8"))["output_dim"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{config} does not hold a BigGAN config with an output_dim ({exc})") from None
+    cache_key(text, precision="fp32", weights="random", seed=0)  # raises the InputError naming what works
+    raise InputError(f"checkpoint directory {directory} needs {CONFIG_NAME}")
+
+
 def _import_export() -> Any:
     try:
         return importlib.import_module("ganterp_fast.export")

@@ -331,3 +331,18 @@ def write_bad_inputs(directory: str | os.PathLike[str]) -> dict[str, Path]:
         "no-audio-track": write_video(directory / "silent film.mp4", None, 22050, seconds=1.0),
         "header-only-wav": write_soundfile(directory / "header only.wav", np.zeros((0, 1), np.float32), 8000),
     }
+
+
+def render_options(**flat):  # -> RenderOptions
+    """RenderOptions from flat keywords (model, fps, crf, batch_size, codec, ...), each to its part."""
+    from dataclasses import fields
+
+    from ganterp_fast.engine.encode import EncodeOptions
+    from ganterp_fast.engine.options import ModelOptions, RenderOptions
+
+    renames = {"encoder_threads": "threads"}
+    model_keys = {f.name for f in fields(ModelOptions)}
+    encode_keys = {f.name for f in fields(EncodeOptions)} | set(renames)
+    model = {k: flat.pop(k) for k in list(flat) if k in model_keys}
+    encode = {renames.get(k, k): flat.pop(k) for k in list(flat) if k in encode_keys}
+    return RenderOptions(model=ModelOptions(**model), encode=EncodeOptions(**encode), **flat)

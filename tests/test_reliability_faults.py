@@ -22,7 +22,10 @@ import pytest
 from ganterp_fast.engine import models
 from ganterp_fast.engine.analysis import AnalysisOptions
 from ganterp_fast.engine.errors import RenderError
-from ganterp_fast.engine.render import RenderOptions, _is_out_of_memory, render
+from ganterp_fast.engine.generator import Generator
+from ganterp_fast.engine.job import is_out_of_memory
+from ganterp_fast.engine.render import render
+from media import render_options
 from reliability_helpers import (
     FAST,
     assert_error,
@@ -60,7 +63,19 @@ def test_the_generator_failing_mid_render_is_exit_1_and_leaves_nothing(song, tin
     out = tmp_path / "video.mp4"
     out.write_bytes(b"the previous video")
     result = cli_patched(
-        FLAKY_GENERATOR.format(after=3), "render", song, "-o", out, "-y", "--model", tiny_onnx, "--batch-size", 4, *FAST
+        FLAKY_GENERATOR.format(after=3),
+        "render",
+        song,
+        "-o",
+        out,
+        "-y",
+        "--model",
+        tiny_onnx,
+        "--batch-size",
+        4,
+        "--precision",
+        "fp32",  # ONNX Runtime's generator, the one the fault is injected into
+        *FAST,
     )
     line = assert_error(result, 1, "generator failed after", "illegal memory access")
     assert int(re.search(r"after (\d+) frames", line).group(1)) <= 12
@@ -100,38 +115,35 @@ def _ort_out_of_memory() -> Exception:
     )
 
 
-def _generator_with_memory_for(limit: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Replace the engine's Generator with the real one behind a device that holds `limit` frames."""
-    from ganterp_fast.engine import generator as module
+class SmallDevice:
+    """The real generator behind a device that holds `limit` frames: larger batches run out of memory."""
 
-    real_class = module.Generator
-    sizes: list[int] = []
+    def __init__(self, model: Path, limit: int) -> None:
+        self._real = Generator(model, device="cpu")
+        self.limit = limit
+        self.sizes: list[int] = []
 
-    class SmallDevice:
-        def __init__(self, *args, **kwargs) -> None:
-            self._real = real_class(*args, **kwargs)
+    def __getattr__(self, name: str):
+        return getattr(self._real, name)
 
-        def __getattr__(self, name: str):
-            return getattr(self._real, name)
-
-        def __call__(self, z, class_vectors, truncation=0.4):
-            sizes.append(len(z))
-            if len(z) > limit:
-                raise _ort_out_of_memory()
-            return self._real(z, class_vectors, truncation=truncation)
-
-    monkeypatch.setattr(module, "Generator", SmallDevice)
-    return sizes
+    def __call__(self, z, class_vectors, truncation=0.4):
+        self.sizes.append(len(z))
+        if len(z) > self.limit:
+            raise _ort_out_of_memory()
+        return self._real(z, class_vectors, truncation=truncation)
 
 
-def test_out_of_memory_halves_the_batch_and_the_frames_are_the_same(tiny_onnx, tmp_path, monkeypatch, caplog):
+def test_out_of_memory_halves_the_batch_and_the_frames_are_the_same(tiny_onnx, tmp_path, caplog):
     source = media.write_soundfile(tmp_path / "song.wav", media.music(8000, 2.0), 8000)
-    options = dict(model=str(tiny_onnx), fps="10", preset="ultrafast", analysis=BUSY)
-    normal = render(source, tmp_path / "normal.mp4", RenderOptions(batch_size=8, **options))
-    sizes = _generator_with_memory_for(2, monkeypatch)
-    with caplog.at_level(logging.WARNING, logger="ganterp_fast.engine.render"):
-        squeezed = render(source, tmp_path / "squeezed.mp4", RenderOptions(batch_size=8, **options))
+    options = render_options(
+        model=str(tiny_onnx), precision="fp32", fps="10", preset="ultrafast", analysis=BUSY, batch_size=8
+    )
+    normal = render(source, tmp_path / "normal.mp4", options)
+    device = SmallDevice(tiny_onnx, 2)
+    with caplog.at_level(logging.WARNING, logger="ganterp_fast.engine.job"):
+        squeezed = render(source, tmp_path / "squeezed.mp4", options, generator=device)
     assert normal.batch_size == 8 and squeezed.batch_size == 2
+    sizes = device.sizes
     assert sizes[:3] == [8, 4, 2] and max(sizes[3:]) <= 2  # halved twice, then kept small
     assert "out of memory at batch size 8: going on with 4" in caplog.text
     assert squeezed.frames == normal.frames == 20
@@ -139,12 +151,13 @@ def test_out_of_memory_halves_the_batch_and_the_frames_are_the_same(tiny_onnx, t
     assert len(a) == len(b) == 20 and all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
-def test_out_of_memory_at_batch_size_1_is_a_render_error_and_leaves_nothing(tiny_onnx, tmp_path, monkeypatch):
+def test_out_of_memory_at_batch_size_1_is_a_render_error_and_leaves_nothing(tiny_onnx, tmp_path):
     source = media.write_soundfile(tmp_path / "song.wav", media.music(8000, 1.0), 8000)
-    _generator_with_memory_for(0, monkeypatch)
+    device = SmallDevice(tiny_onnx, 0)
     out = tmp_path / "video.mp4"
     with pytest.raises(RenderError) as caught:
-        render(source, out, RenderOptions(model=str(tiny_onnx), fps="10", batch_size=4, preset="ultrafast"))
+        options = render_options(model=str(tiny_onnx), fps="10", batch_size=4, preset="ultrafast")
+        render(source, out, options, generator=device)
     message = str(caught.value)
     assert "after 0 frames" in message and "Failed to allocate memory" in message and "\n" not in message
     assert caught.value.exit_code == 1
@@ -166,8 +179,8 @@ def test_out_of_memory_at_batch_size_1_is_a_render_error_and_leaves_nothing(tiny
     ],
 )
 def test_which_errors_count_as_out_of_memory(text, expected):
-    assert _is_out_of_memory(RuntimeError(text)) is expected
-    assert _is_out_of_memory(MemoryError())
+    assert is_out_of_memory(RuntimeError(text)) is expected
+    assert is_out_of_memory(MemoryError())
 
 
 def _frames(path: Path) -> list[np.ndarray]:
@@ -330,7 +343,7 @@ def test_a_killed_exports_temporary_file_is_cleaned_up(tiny_checkpoint, tiny_onn
 def test_an_unusable_cache_folder_is_exit_2_naming_the_setting(song, tmp_path):
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
-    (checkpoint / "config.json").write_text("{}")
+    (checkpoint / "config.json").write_text('{"output_dim": 128}')
     (checkpoint / "pytorch_model.bin").write_bytes(b"weights")
     (tmp_path / "a file").write_text("not a folder")
     env = {**os.environ, models.CACHE_ENV: str(tmp_path / "a file" / "cache")}

@@ -22,13 +22,12 @@ from reliability_helpers import FAST, cli, decoded_summary
 LONG_RENDER = """
 import json, os, resource, sys
 import numpy as np
-from ganterp_fast.engine import generator
 
 class CheapGenerator:
     '''Frames from the latents in a few operations, so the rest of the pipeline (audio,
     analysis, path, queue, encoder, soundtrack) is what runs for the whole song.'''
 
-    def __init__(self, model_path, *, device="auto", threads=None, tensorrt=False, cuda_graph=False):
+    def __init__(self):
         self.resolution, self.device, self.providers, self.precision = 128, "cpu", ["cheap"], "fp32"
 
     def __call__(self, z, class_vectors, truncation=0.4):
@@ -37,8 +36,7 @@ class CheapGenerator:
         frames[:, ::16, :, :] = 255 - frames[:, ::16, :, :]
         return frames
 
-generator.Generator = CheapGenerator
-from ganterp_fast.engine.render import RenderOptions, render
+from ganterp_fast.engine.render import ModelOptions, RenderOptions, render
 
 source, output, model = sys.argv[1:4]
 page = os.sysconf("SC_PAGE_SIZE")
@@ -49,7 +47,8 @@ def progress(update):
         with open("/proc/self/statm") as statm:
             samples.append((update.frames_done / update.frames_total, int(statm.read().split()[1]) * page))
 
-result = render(source, output, RenderOptions(model=model, fps="30", batch_size=16), progress=progress)
+options = RenderOptions(model=ModelOptions(model=model, batch_size=16), fps="30")
+result = render(source, output, options, progress=progress, generator=CheapGenerator())
 print(json.dumps({"frames": result.frames, "seconds": result.analysis.duration_s, "samples": samples,
                   "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """

@@ -17,7 +17,8 @@ import pytest
 from ganterp_fast.engine.analysis import AnalysisOptions
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.path import PathOptions, frame_count
-from ganterp_fast.engine.render import RenderOptions, render
+from ganterp_fast.engine.render import render
+from media import render_options
 
 # Analysis settings that find several inflection points in a few seconds of audio.
 BUSY = AnalysisOptions(threshold=2e-3, inflection_type="both", rolling_length=60, smoothing=64)
@@ -59,8 +60,9 @@ def envelope(x: np.ndarray, rate: int, window_s: float = 0.01) -> np.ndarray:
 
 
 def render_tiny(source, output, tiny_onnx, **changes):
-    options = RenderOptions(model=str(tiny_onnx), analysis=changes.pop("analysis", BUSY), **changes)
-    return render(source, output, options)
+    start, duration = changes.pop("start", 0.0), changes.pop("duration", None)
+    options = render_options(model=str(tiny_onnx), analysis=changes.pop("analysis", BUSY), **changes)
+    return render(source, output, options, start=start, duration=duration)
 
 
 @pytest.fixture(scope="module")
@@ -187,11 +189,8 @@ def test_codec_choice(media_dir, tiny_onnx, tmp_path):
     from ganterp_fast.engine.encode import probe_h264_encoders
 
     with pytest.raises(InputError, match="codec must be one of"):
-        RenderOptions(codec="h265")
-    excerpt = AnalysisOptions(
-        duration=1.0, **{k: getattr(BUSY, k) for k in ("threshold", "rolling_length", "smoothing")}
-    )
-    auto = render_tiny(media_dir["wav8k"], tmp_path / "auto.mp4", tiny_onnx, codec="auto", fps="10", analysis=excerpt)
+        render_options(codec="h265")
+    auto = render_tiny(media_dir["wav8k"], tmp_path / "auto.mp4", tiny_onnx, codec="auto", fps="10", duration=1.0)
     frames, info = decode(auto.output)
     assert info["codec"] == "h264" and len(frames) == auto.frames == 10
     if "h264_nvenc" in probe_h264_encoders():
@@ -201,7 +200,7 @@ def test_codec_choice(media_dir, tiny_onnx, tmp_path):
         render(
             media_dir["wav8k"],
             tmp_path / "nvenc.mp4",
-            RenderOptions(model=str(tiny_onnx), codec="h264_nvenc"),
+            render_options(model=str(tiny_onnx), codec="h264_nvenc"),
             progress=stages.append,
         )
     assert stages == [] and not (tmp_path / "nvenc.mp4").exists()  # refused before the model and the analysis
@@ -257,8 +256,9 @@ def test_interrupt_mid_render_leaves_nothing(tiny_onnx, tmp_path, sig, code):
 def _peak_rss_of_render(source: Path, output: Path, tiny_onnx: Path) -> int:
     script = (
         "import resource, sys\n"
-        "from ganterp_fast.engine.render import render, RenderOptions\n"
-        f"render({str(source)!r}, {str(output)!r}, RenderOptions(model={str(tiny_onnx)!r}, fps='4', batch_size=4))\n"
+        "from ganterp_fast.engine.render import render, RenderOptions, ModelOptions\n"
+        f"options = RenderOptions(model=ModelOptions(model={str(tiny_onnx)!r}, batch_size=4), fps='4')\n"
+        f"render({str(source)!r}, {str(output)!r}, options)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)

@@ -1,0 +1,569 @@
+"""The render job: prepared once (cheap, on the driver), run over any frame range (anywhere).
+
+`prepare` does everything that can fail cheaply before any model work: it probes the input
+once, checks the output and the encoder, plans the model (a pure function of the options
+and the providers this machine offers), runs the analysis and draws the latent path. The
+`RenderJob` it returns is immutable, picklable data; `run` renders every frame into the
+output, `render_segment` renders frames [start, stop) into a video-only H.264 segment, and
+`segments.join` stream-copies segments into the video with the soundtrack muxed once.
+
+Stages overlap: a worker thread runs the generator batch after batch (ONNX Runtime and
+OpenVINO release the GIL) while the calling thread encodes the previous batch (PyAV
+releases it too), joined by a bounded queue, so memory does not grow with the song's length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .analysis import Analysis, analyze
+from .backends import FrameGenerator, export_precision, open_generator, plan_precision
+from .errors import GanterpError, InputError, RenderError
+from .files import check_output, same_file
+from .options import ModelOptions, RenderOptions
+from .path import LatentPath, parse_fps
+from .source import Source, open_source
+
+log = logging.getLogger(__name__)
+
+# Batches in flight between the generator and the encoder: enough to keep both busy.
+QUEUE_DEPTH = 2
+# Segments: about this long by default; a tail shorter than MIN_SEGMENT_SECONDS joins its
+# neighbour (x264 segments of a few frames carry no B-frame delay and break timestamp order).
+SEGMENT_SECONDS = 10.0
+MIN_SEGMENT_SECONDS = 1.0
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent in each stage (inference and encoding overlap, so they add up to more than the wall time)."""
+
+    model: float = 0.0
+    analysis: float = 0.0
+    path: float = 0.0
+    inference: float = 0.0
+    encode: float = 0.0
+    wall: float = 0.0
+
+    def bound(self) -> str:
+        """The stage the pipeline waited on most."""
+        return "inference" if self.inference >= self.encode else "encode"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress report: `stage` is "model", "analysis" or "render" (frames counted in the last)."""
+
+    frames_done: int
+    frames_total: int
+    stage: str = "render"
+
+
+@dataclass
+class RenderResult:
+    output: Path
+    frames: int
+    fps: Fraction
+    resolution: int
+    batch_size: int
+    device: str
+    providers: list[str]
+    model_path: Path
+    classes: list[tuple[float, int]]
+    unused_classes: list[int]
+    analysis: Analysis
+    times: StageTimes
+
+    @property
+    def frames_per_second(self) -> float:
+        busy = self.times.wall - self.times.model - self.times.analysis
+        return self.frames / busy if busy > 0 else float("inf")
+
+
+def default_batch_size(device: str, resolution: int) -> int:
+    """CPU: small batches (no gain past ~4, and a short wait for the first frames); CUDA: large."""
+    if device.startswith("cuda"):
+        return {128: 64, 256: 32}.get(resolution, 16)
+    return 4
+
+
+def planned_device(device: str, *, tensorrt: bool = False, cuda_graph: bool = False, threads: int | None = None) -> str:
+    """The device a generator asked for `device` will most likely run on ("cpu", "cuda" or "cuda:N").
+
+    Checks the providers' side of the options at once (TensorRT or CUDA asked for where ONNX
+    Runtime does not offer them, threads past the CPUs): `ProviderError` / `InputError`.
+    """
+    from .generator import import_onnxruntime
+    from .providers import plan_providers
+
+    plan = plan_providers(
+        import_onnxruntime().get_available_providers(),
+        device=device,
+        tensorrt=tensorrt,
+        cuda_graph=cuda_graph,
+        threads=threads,
+    )
+    return device if device != "auto" else plan.device
+
+
+# ---------------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """Which model file to run, where and how: chosen in `prepare`, opened where frames are made."""
+
+    options: ModelOptions
+    device: str  # the planned device ("cpu", "cuda", "cuda:N")
+    precision: str  # the precision the generator runs in
+    resolution: int
+    batch_size: int
+
+    @property
+    def ready(self) -> bool:
+        """A ready .onnx is used as it is: no export, no precision choice."""
+        return self.options.model.lower().endswith(".onnx")
+
+    def resolve(self) -> Path:
+        """The .onnx file, exported into the cache once for a name or a checkpoint directory."""
+        from .models import resolve_model
+
+        return resolve_model(
+            self.options.model,
+            precision=export_precision(self.precision),
+            weights=self.options.weights,
+            seed=self.options.weights_seed,
+        )
+
+    def open(self, model_path: str | os.PathLike[str] | None = None) -> FrameGenerator:
+        """The generator for this plan (from `model_path` if the file is here already)."""
+        path = Path(model_path) if model_path is not None else self.resolve()
+        opts = self.options
+        generator = open_generator(
+            path,
+            device=opts.device,
+            precision=self.precision,
+            threads=opts.threads,
+            tensorrt=opts.tensorrt,
+            cuda_graph=opts.cuda_graph,
+        )
+        if generator.resolution != self.resolution:
+            raise InputError(f"{path} makes {generator.resolution} px frames, the job expects {self.resolution} px")
+        return generator
+
+
+def plan_model(options: ModelOptions) -> ModelPlan:
+    """The model plan: a pure function of the options, the model's metadata and the providers here."""
+    from .generator import check_metadata, read_metadata
+    from .models import model_resolution
+
+    device = planned_device(
+        options.device, tensorrt=options.tensorrt, cuda_graph=options.cuda_graph, threads=options.threads
+    )
+    if options.model.lower().endswith(".onnx"):
+        path = Path(options.model).expanduser()
+        if options.weights is not None:
+            raise InputError(f"--weights random applies to a model name or checkpoint, not to the ready model {path}")
+        if not path.is_file():
+            raise InputError(f"model file {path} does not exist; pass an .onnx made by 'ganterp-fast export'")
+        metadata = read_metadata(path)
+        check_metadata(metadata, path)
+        model_precision = metadata.get("ganterp_fast.precision", "fp32")
+        resolution = int(metadata["ganterp_fast.resolution"])
+        precision = plan_precision(options.precision, device, model_precision=model_precision)
+        if export_precision(precision) != model_precision:
+            raise InputError(
+                f"--precision {options.precision} asked for, but {path} is a ready {model_precision} model; "
+                f"leave --precision at auto, or export the model with --precision {options.precision}"
+            )
+    else:
+        resolution = model_resolution(options.model)
+        precision = plan_precision(options.precision, device)
+    batch_size = options.batch_size or default_batch_size(device, resolution)
+    return ModelPlan(options=options, device=device, precision=precision, resolution=resolution, batch_size=batch_size)
+
+
+# ------------------------------------------------------------------------------------ job
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """A prepared render: plain data, picklable, with no open files or sessions."""
+
+    source: Source
+    output: Path
+    options: RenderOptions
+    analysis: Analysis
+    path: LatentPath
+    fps: Fraction
+    num_frames: int
+    model: ModelPlan
+    codec: str  # the H.264 encoder chosen for this machine
+    times: StageTimes = field(default_factory=StageTimes, compare=False)
+
+    @property
+    def width(self) -> int:
+        return self.model.resolution
+
+    @property
+    def height(self) -> int:
+        return self.model.resolution
+
+    @property
+    def soundtrack(self) -> Source:
+        """The soundtrack's excerpt: exactly the samples the analysis read."""
+        return replace(self.source, duration=self.analysis.duration_s, num_samples=self.analysis.num_samples)
+
+    def encode_options(self, *, stitchable: bool = True):  # -> encode.EncodeOptions
+        return replace(self.options.encode, codec=self.codec, stitchable=stitchable)
+
+    def fingerprint(self) -> str:
+        """A hash of what decides the frames and the file: the input's bytes, the options, the model."""
+        facts = {
+            "input": self.source.identity(),
+            "start": self.source.start,
+            "samples": self.analysis.num_samples,
+            "options": asdict(replace(self.options, overwrite=False)),
+            "model": asdict(self.model),
+            "fps": str(self.fps),
+            "frames": self.num_frames,
+            "codec": self.codec,
+            "width": self.width,
+            "height": self.height,
+        }
+        return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+
+    def segments(self, seconds: float = SEGMENT_SECONDS) -> list[tuple[int, int]]:
+        """Frame ranges of about `seconds` each, covering the video; see `plan_segments`."""
+        return plan_segments(self.num_frames, self.fps, seconds)
+
+    # ------------------------------------------------------------------ running
+
+    def open_generator(self, model_path: str | os.PathLike[str] | None = None) -> FrameGenerator:
+        started = time.perf_counter()
+        generator = self.model.open(model_path)
+        self.times.model += time.perf_counter() - started
+        log.info("model on %s (%s)", generator.device, ", ".join(generator.providers))
+        return generator
+
+    def frames(
+        self, generator: FrameGenerator, start: int = 0, stop: int | None = None, *, batch_size: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """The finished frames [start, stop) in order, in batches: uint8 [B, H, W, 3].
+
+        The generator runs on a worker thread one batch ahead; closing the iterator stops it.
+        """
+        stop = self.num_frames if stop is None else stop
+        if not 0 <= start <= stop <= self.num_frames:
+            raise InputError(f"frame range {start}..{stop} is outside the job's 0..{self.num_frames}")
+        runner = BatchRunner(generator, self.options.path.truncation, batch_size or self.model.batch_size)
+        return _overlapped(self, runner, start, stop)
+
+    def run(
+        self,
+        *,
+        generator: FrameGenerator | None = None,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> RenderResult:
+        """Render every frame into the output with the soundtrack (temporary file, renamed on success)."""
+        from .encode import VideoWriter
+
+        report = _reporter(progress)
+        wall = time.perf_counter()
+        if generator is None:
+            report("model")
+            generator = self.open_generator()
+        model_path = Path(getattr(generator, "model_path", self.options.model.model))
+        done = 0
+        runner_batch = self.model.batch_size
+        with VideoWriter(
+            self.output,
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
+            audio=self.soundtrack,
+            options=self.encode_options(),
+            overwrite=self.options.overwrite,
+        ) as writer:
+            report("render", 0, self.num_frames)
+            frames = self.frames(generator)
+            try:
+                done = self._write(frames, writer, report, done)
+            finally:
+                frames.close()
+            runner_batch = getattr(frames, "batch_size", runner_batch)
+            if done != self.num_frames:  # checked before the writer closes, so nothing is kept
+                raise RenderError(f"rendered {done} frames of {self.num_frames}")
+            began = time.perf_counter()
+        self.times.encode += time.perf_counter() - began  # flushing the encoder and the rest of the audio
+        self.times.wall += time.perf_counter() - wall
+        return RenderResult(
+            output=self.output,
+            frames=done,
+            fps=self.fps,
+            resolution=generator.resolution,
+            batch_size=runner_batch,
+            device=generator.device,
+            providers=list(generator.providers),
+            model_path=model_path,
+            classes=self.path.schedule(),
+            unused_classes=self.path.unused_classes,
+            analysis=self.analysis,
+            times=self.times,
+        )
+
+    def render_segment(
+        self,
+        start: int,
+        stop: int,
+        destination: str | os.PathLike[str],
+        *,
+        generator: FrameGenerator | None = None,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> Path:
+        """Render frames [start, stop) into a video-only H.264 mp4 segment (IDR first, stitchable).
+
+        The segment's timestamps start at 0; `segments.join` shifts them by `start`. The file is
+        written beside `destination` and renamed into place on success.
+        """
+        from .encode import VideoWriter
+
+        if not 0 <= start < stop <= self.num_frames:
+            raise InputError(f"segment {start}..{stop} is not a non-empty range inside 0..{self.num_frames}")
+        report = _reporter(progress)
+        if generator is None:
+            generator = self.open_generator()
+        frames = self.frames(generator, start, stop)
+        with VideoWriter(
+            destination,
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
+            audio=None,
+            options=replace(self.encode_options(), faststart=False),
+            overwrite=True,
+        ) as writer:
+            try:
+                done = self._write(frames, writer, report, 0, total=stop - start)
+            finally:
+                frames.close()
+            if done != stop - start:
+                raise RenderError(f"segment {start}..{stop}: rendered {done} frames of {stop - start}")
+        return Path(destination)
+
+    def _write(self, frames: Iterator[np.ndarray], writer: Any, report: Callable, done: int, total: int = 0) -> int:
+        total = total or self.num_frames
+        for batch in frames:
+            began = time.perf_counter()
+            writer.write(batch)
+            self.times.encode += time.perf_counter() - began
+            done += len(batch)
+            report("render", done, total)
+        return done
+
+
+def prepare(
+    input_path: str | os.PathLike[str] | Source,
+    output_path: str | os.PathLike[str],
+    options: RenderOptions | None = None,
+    *,
+    start: float = 0.0,
+    duration: float | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> RenderJob:
+    """Everything before the model's work: the input probed once, the output and the encoder
+    checked, the model planned, the analysis run and the latent path drawn."""
+    from .encode import choose_h264_encoder, container_for
+
+    options = options or RenderOptions()
+    times = StageTimes()
+    source = open_source(input_path, start=start, duration=duration)
+    if same_file(source.path, output_path):
+        raise InputError(f"output {output_path} is the input file: choose another name for the video")
+    output = check_output(output_path, overwrite=options.overwrite)
+    container_for(output)
+    codec = choose_h264_encoder(options.encode.codec)
+    started = time.perf_counter()
+    model = plan_model(options.model)
+    times.model = time.perf_counter() - started
+
+    _reporter(progress)("analysis")
+    started = time.perf_counter()
+    analysis = analyze(source, options.analysis)
+    times.analysis = time.perf_counter() - started
+    started = time.perf_counter()
+    fps = parse_fps(options.fps, sample_rate=analysis.sample_rate)
+    path = LatentPath(analysis, options.path, fps)
+    times.path = time.perf_counter() - started
+    return RenderJob(
+        source=source,
+        output=output,
+        options=options,
+        analysis=analysis,
+        path=path,
+        fps=fps,
+        num_frames=path.num_frames,
+        model=model,
+        codec=codec,
+        times=times,
+    )
+
+
+def plan_segments(num_frames: int, fps: Fraction, seconds: float = SEGMENT_SECONDS) -> list[tuple[int, int]]:
+    """Consecutive frame ranges [a, b) of about `seconds` each covering 0..num_frames; a last
+    range shorter than a second (`MIN_SEGMENT_SECONDS`) is merged into the one before it."""
+    if not seconds > 0:
+        raise InputError(f"segment length must be a positive number of seconds, got {seconds}")
+    length = max(1, round(seconds * fps))
+    minimum = max(1, round(MIN_SEGMENT_SECONDS * fps))
+    bounds = list(range(0, num_frames, length)) + [num_frames]
+    ranges = list(zip(bounds[:-1], bounds[1:]))
+    if len(ranges) > 1 and ranges[-1][1] - ranges[-1][0] < minimum:
+        ranges[-2:] = [(ranges[-2][0], num_frames)]
+    return ranges
+
+
+# ------------------------------------------------------------------------- the pipeline
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` says the device (or the host) ran out of memory."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or any(
+        marker in text
+        for marker in (
+            "out of memory",
+            "failed to allocate memory",
+            "cudaerrormemoryallocation",
+            "bad_alloc",
+            "status_alloc_failed",
+        )
+    )  # the last: cuBLAS's and cuDNN's CUBLAS_STATUS_ALLOC_FAILED / CUDNN_STATUS_ALLOC_FAILED
+
+
+class BatchRunner:
+    """Runs the generator, halving the batch size (and carrying on) when memory runs out."""
+
+    def __init__(self, generator: FrameGenerator, truncation: float, batch_size: int) -> None:
+        self.generator = generator
+        self.truncation = truncation
+        self.batch_size = batch_size
+
+    def __call__(self, z: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        outputs = []
+        start = 0
+        while start < len(z):
+            stop = min(start + self.batch_size, len(z))
+            try:
+                outputs.append(self.generator(z[start:stop], classes[start:stop], truncation=self.truncation))
+            except Exception as exc:
+                if not is_out_of_memory(exc) or self.batch_size == 1:
+                    raise
+                self.batch_size //= 2
+                log.warning("out of memory at batch size %d: going on with %d", self.batch_size * 2, self.batch_size)
+                continue
+            start = stop
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+
+
+class _overlapped:
+    """Iterator over finished frame batches, the generator one batch ahead on a worker thread."""
+
+    def __init__(self, job: RenderJob, runner: BatchRunner, start: int, stop: int) -> None:
+        self.job, self.runner = job, runner
+        self.start, self.stop_frame = start, stop
+        self.done = 0
+        self._queue: queue.Queue[tuple[int, np.ndarray] | BaseException | None] = queue.Queue(maxsize=QUEUE_DEPTH)
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._produce, name="ganterp-generator", daemon=True)
+        self._started = False
+        self._finished = False
+
+    @property
+    def batch_size(self) -> int:
+        return self.runner.batch_size
+
+    def _produce(self) -> None:
+        times = self.job.times
+        try:
+            first = self.start
+            while first < self.stop_frame and not self._stop.is_set():
+                last = min(first + self.runner.batch_size, self.stop_frame)
+                began = time.perf_counter()
+                z, classes = self.job.path.frames(first, last)
+                times.path += time.perf_counter() - began
+                began = time.perf_counter()
+                frames = self.runner(z, classes)
+                times.inference += time.perf_counter() - began
+                self._put((first, frames))
+                first = last
+            self._put(None)
+        except BaseException as exc:  # handed to the consuming thread, which re-raises it
+            self._put(exc)
+
+    def _put(self, item: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> _overlapped:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        if self._finished:
+            raise StopIteration
+        if not self._started:
+            self._started = True
+            self._worker.start()
+        while True:  # a timeout keeps the wait interruptible by Ctrl-C on every platform
+            try:
+                item = self._queue.get(timeout=0.1)
+                break
+            except queue.Empty:
+                continue
+        if item is None:
+            self._finished = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._finished = True
+            if isinstance(item, GanterpError):
+                raise item
+            reason = " ".join(str(item).split()) or type(item).__name__
+            raise RenderError(f"the generator failed after {self.start + self.done} frames: {reason}") from item
+        _, frames = item
+        self.done += len(frames)
+        return frames
+
+    def close(self) -> None:
+        self._stop.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        if self._worker.is_alive():
+            self._worker.join(timeout=30)
+
+
+def _reporter(progress: Callable[[Progress], None] | None) -> Callable[..., None]:
+    def report(stage: str, done: int = 0, total: int = 0) -> None:
+        if progress is not None:
+            progress(Progress(done, total, stage))
+
+    return report

@@ -1,0 +1,77 @@
+"""The options of a render, composed of the parts' own: each part validates its fields once.
+
+`RenderOptions` holds the model/device options (`ModelOptions`), the encoder's
+(`encode.EncodeOptions`), the analysis's (`analysis.AnalysisOptions`) and the latent
+path's (`path.PathOptions`), plus the frame rate. The excerpt (start, duration) belongs to
+the input and is passed beside the options (`source.open_source`, `render(start=...)`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from .analysis import AnalysisOptions
+from .contract import DEVICES, PRECISIONS
+from .encode import EncodeOptions
+from .errors import InputError
+from .path import PathOptions, parse_fps
+
+DEFAULT_MODEL = "biggan-deep-128"
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which model, on which device, in which precision, and how it is fed."""
+
+    model: str = DEFAULT_MODEL  # a pretrained name, a checkpoint directory, or an exported .onnx
+    weights: str | None = None  # "random": the architecture with seeded random weights
+    weights_seed: int = 0
+    precision: str = "auto"  # see backends.plan_precision
+    device: str = "auto"
+    batch_size: int | None = None  # None: a default per device and resolution
+    threads: int | None = None  # CPU threads for the generator (None: automatic)
+    cuda_graph: bool = False  # CUDA: capture and replay one CUDA graph per batch size
+    tensorrt: bool = False  # CUDA: TensorRT provider first (fp16 engines, cached)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model", str(self.model))
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.device not in DEVICES:
+            raise InputError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.batch_size is not None and (int(self.batch_size) != self.batch_size or self.batch_size < 1):
+            raise InputError(f"batch size must be an integer of at least 1, got {self.batch_size}")
+        if self.weights not in (None, "random"):
+            raise InputError(f"weights must be 'random' or left out (the model's own), got {self.weights!r}")
+        if self.threads is not None and (int(self.threads) != self.threads or self.threads < 1):
+            raise InputError(f"threads must be an integer of at least 1, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Everything a render takes besides its input, its excerpt and its output.
+
+    `model` may be given as a string (the model alone) for `ModelOptions(model=...)`.
+    """
+
+    model: ModelOptions = field(default_factory=ModelOptions)
+    fps: str | float | Fraction = "30"
+    encode: EncodeOptions = field(default_factory=EncodeOptions)
+    analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
+    path: PathOptions = field(default_factory=PathOptions)
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, str):
+            object.__setattr__(self, "model", ModelOptions(model=self.model))
+        for name, kind in (
+            ("model", ModelOptions),
+            ("encode", EncodeOptions),
+            ("analysis", AnalysisOptions),
+            ("path", PathOptions),
+        ):
+            if not isinstance(getattr(self, name), kind):
+                raise InputError(f"RenderOptions.{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
+        if str(self.fps).strip().lower() != "native":
+            parse_fps(self.fps)  # validate early; 'native' needs the audio's rate
