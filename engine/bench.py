@@ -413,7 +413,7 @@ def _bench_model(
     peaks: dict[str, dict[str, Any]],
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
-    from .backends import open_generator
+    from .backends import open_generator, quality_figures
 
     progress(f"opening {path.name}")
     started = time.perf_counter()
@@ -474,6 +474,7 @@ def _bench_model(
         "tensorrt": "TensorrtExecutionProvider" in generator.providers,
         "threads": getattr(generator, "threads", None),
         "open_s": round(opened_s, 2),
+        "quality_gate": quality_figures(generator),  # bf16: its PSNR against fp32, as stored; else None
         "gflop_per_image": work,
         "peak": peak_key if peak else None,
         "points": points,
@@ -602,6 +603,13 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"best batch for {model['name']} ({model['resolution']} px, {model['precision']}): "
                 f"{model['best_batch_size']} at {model['best_images_per_s']:.2f} images/s"
+            )
+    for model in report["models"]:
+        gate = model.get("quality_gate")
+        if gate:
+            lines.append(
+                f"{model['precision']} quality gate of {model['name']}: {gate.get('psnr_db', float('nan')):.1f} dB "
+                f"against its fp32 frames (max error {gate.get('max_abs_error', '?')} levels)"
             )
     for key, peak in report["peaks"].items():
         if peak.get("gflops") is None:
