@@ -15,15 +15,17 @@
 #    CUDA session does not start, it says so and exits 0 here.
 # 5. Models: biggan-deep-{128,256,512}-fp16.onnx from --models where brought along, else
 #    exported (fp16, seeded random weights) with the host's PyTorch, in parallel.
-# 6. pytest -m gpu; ganterp-fast bench at 128/256/512 on cuda:0 (IO binding, then CUDA
-#    graphs, then TensorRT where its libraries exist); a 60-second render at 512 with
-#    --codec auto, the encoder it chose shown.
+# 6. pytest -m gpu; ganterp-fast bench at 128/256/512 on cuda:0 (IO binding with the fp16
+#    GEMM peak, then CUDA graphs); a 60-second render at 512 with --codec auto, the encoder
+#    it chose shown; TensorRT last, where its libraries exist.
 # Everything goes under --out (default: $OUT when set, else ./gpu-check-results/DATE):
-# bench-*.json / .md, pytest.log, render.log, install.log, env.txt and summary.md.
+# bench-MODE-RES.json / .md, pytest.log, render.log, install.log, env.txt and summary.md.
 # Each step has its own time limit inside an overall budget (GPU_CHECK_BUDGET_S, 450 s).
 set -uo pipefail
+caller=$PWD
 cd "$(dirname "$0")/.."
 repo=$PWD
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$caller/$1" ;; esac; }  # paths given are the caller's
 started=$SECONDS
 budget=${GPU_CHECK_BUDGET_S:-450}
 PYTHON=${PYTHON:-python3}
@@ -34,9 +36,9 @@ out=""
 skip_tests=0
 while [ $# -gt 0 ]; do
     case "$1" in
-        --wheels) wheels=$2; shift 2 ;;
-        --models) models_in=$2; shift 2 ;;
-        --out) out=$2; shift 2 ;;
+        --wheels) wheels=$(absolute "$2"); shift 2 ;;
+        --models) models_in=$(absolute "$2"); shift 2 ;;
+        --out) out=$(absolute "$2"); shift 2 ;;
         --skip-tests) skip_tests=1; shift ;;
         -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "gpu-check.sh: unknown option $1 (use --wheels DIR, --models DIR, --out DIR, --skip-tests)" >&2; exit 2 ;;
@@ -211,36 +213,26 @@ if [ "$skip_tests" = 0 ]; then
     note "pytest -m gpu: $(tail -1 "$out/pytest.log")"
 fi
 
-bench() {  # bench NAME FLAGS...: one bench run into bench-NAME.{json,md}
-    local name=$1
+# One bench run per model and mode, so a step that runs out of time costs only its own figures.
+bench() {  # bench MODE FLAGS...: every ready model into bench-MODE-RES.{json,md}
+    local mode=$1 model res name rc
     shift
-    step 150 "$out/bench-$name.log" "${gf[@]}" bench "${ready[@]}" --device cuda:0 --batch-sizes 1,4,16,64 \
-        --seconds "${GPU_CHECK_SECONDS:-1.5}" --json "$out/bench-$name.json" -y "$@"
-    local rc=$?
-    sed -n '/^ganterp-fast bench/,$p' "$out/bench-$name.log" > "$out/bench-$name.md"
     note ""
-    note "## bench: $name (rc $rc)"
-    note ""
-    cat "$out/bench-$name.md" >> "$summary"
+    note "## bench: $mode"
+    for model in "${ready[@]}"; do
+        res=${model##*biggan-deep-}
+        name="$mode-${res%%-*}"
+        step "${GPU_CHECK_BENCH_LIMIT_S:-100}" "$out/bench-$name.log" "${gf[@]}" bench "$model" --device cuda:0 \
+            --batch-sizes 1,4,16,64 --seconds "${GPU_CHECK_SECONDS:-1.5}" --json "$out/bench-$name.json" -y "$@"
+        rc=$?
+        sed -n '/^ganterp-fast bench/,$p' "$out/bench-$name.log" > "$out/bench-$name.md"
+        note ""
+        [ $rc -ne 0 ] && note "(rc $rc, see bench-$name.log)"
+        cat "$out/bench-$name.md" >> "$summary"
+    done
 }
 bench io-binding
-bench cuda-graph --cuda-graph --no-peak
-trt=$("${py[@]}" -c 'import ctypes
-for name in ("libnvinfer.so.10", "libnvinfer.so"):
-    try:
-        ctypes.CDLL(name); print(name); break
-    except OSError: pass' 2>/dev/null)
-if [ -z "$trt" ]; then
-    trt=$(find "${host_nvidia:-/nonexistent}/.." -maxdepth 3 -name 'libnvinfer.so*' 2>/dev/null | head -1)
-    [ -n "$trt" ] && export LD_LIBRARY_PATH="$(dirname "$trt"):$LD_LIBRARY_PATH"
-fi
-if [ -n "$trt" ]; then
-    bench tensorrt --tensorrt --no-peak
-else
-    say "TensorRT libraries not found: the TensorRT run is skipped"
-    note ""
-    note "TensorRT: its libraries (libnvinfer) are not on this host; not measured."
-fi
+bench cuda-graph --cuda-graph
 
 if [ -e "$models/biggan-deep-512-fp16.onnx" ]; then
     "${py[@]}" -c "from ganterp_fast.engine.example import write_example; write_example('$work/song.wav', seconds=60)"
@@ -255,6 +247,19 @@ print('H.264 encoders that open here:', ', '.join(p()), '| --codec auto takes:',
     grep -v '^$' "$out/render.log" | grep -v 'render:.*frame/s' | tail -8 >> "$summary"
     note '```'
     rm -f "$out/render-512.mp4"  # 60 s of abstract 512 px frames: the figures are what matter
+fi
+
+# TensorRT last: its engine builds take minutes. Its libraries: on the loader's path, or
+# NVIDIA's tensorrt wheels beside the CUDA ones.
+trt=$({ ldconfig -p 2>/dev/null | grep -o '/[^ ]*libnvinfer\.so\.[0-9]*$'
+    [ -n "$host_nvidia" ] && find "$(dirname "$host_nvidia")" -maxdepth 2 -name 'libnvinfer.so.*'; } 2>/dev/null | head -1)
+if [ -n "$trt" ]; then
+    export LD_LIBRARY_PATH="$(dirname "$trt"):${LD_LIBRARY_PATH:-}"
+    GPU_CHECK_BENCH_LIMIT_S=150 bench tensorrt --tensorrt --no-peak
+else
+    say "TensorRT libraries not found: the TensorRT run is skipped"
+    note ""
+    note "TensorRT: its libraries (libnvinfer) are not on this host; not measured."
 fi
 say "done in $((SECONDS - started)) s: $summary"
 cat "$summary"
