@@ -1,0 +1,602 @@
+"""Renders on a Ray cluster: one song over many workers, many songs over one pool.
+
+One Ray actor per device (`num_gpus=1` on GPU nodes, an explicit `num_cpus` share on CPU
+nodes) builds its generator once and renders segments of any prepared job it is given,
+returning the encoded segment's bytes (never raw frames). The model file travels once per
+node: the driver puts its bytes in Ray's object store and each actor keeps a copy in its
+node's cache, keyed by the file's sha256. The driver keeps a bounded number of segments in
+flight per worker (a `ray.wait` loop), stores each finished one in the output's hidden
+segments folder (`resume.SegmentStore`) and joins a song as soon as all of its segments
+are in.
+
+Faults: a worker process that dies is restarted by Ray and its segment retried there
+(`max_restarts`, `max_task_retries`); a worker that is gone for good (its node removed, or
+its restarts spent) has its segments moved to the others; with no worker left, or a
+segment failing on `SEGMENT_ATTEMPTS` workers, the render stops with a `RenderError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import GanterpError, InputError, MissingExtraError, RenderError
+
+if TYPE_CHECKING:
+    from .job import Progress, RenderJob
+
+log = logging.getLogger(__name__)
+
+# Segments queued on each worker: one rendering, one waiting, so a worker never idles while
+# the driver stores what it returned.
+IN_FLIGHT_PER_WORKER = 2
+# A segment that killed or failed on this many workers stops the render.
+SEGMENT_ATTEMPTS = 3
+# Ray restarts a dead worker process this many times (and retries its calls there).
+MAX_RESTARTS = 3
+# CPU workers: threads each (ONNX Runtime's pool and x264 share them); a CPU node of C cores
+# gets C // CPU_WORKER_THREADS workers by default.
+CPU_WORKER_THREADS = 4
+# How long workers may take to start before the render gives up.
+START_TIMEOUT_S = 120.0
+# Environment variables the workers need from the driver (Ray does not pass the environment on).
+FORWARDED_ENV = ("GANTERP_CACHE_DIR", "GANTERP_CPUINFO", "PYTORCH_PRETRAINED_BIGGAN_CACHE")
+
+
+def import_ray():  # -> module
+    try:
+        import ray
+    except ImportError:
+        raise MissingExtraError("--ray (rendering on a Ray cluster)", "ray") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault a worker injects into itself (for tests of fault tolerance): after `after_frames`
+    frames of a segment, the worker process exits at once (`os._exit(1)`, as a crash would).
+
+    `marker`: a file path; the first worker to reach the fault creates it and dies, and no
+    worker dies once it exists (so a restarted worker carries on). Without it, every segment
+    kills its worker."""
+
+    after_frames: int | None = 1
+    marker: str | None = None
+    sleep_s: float = 0.0  # seconds each batch waits (a slow worker), with or without a crash
+    restarts: int = MAX_RESTARTS  # the workers' restarts (fewer: a test reaches "no worker left" sooner)
+
+    @classmethod
+    def parse(cls, text: str) -> Fault:
+        """ "frames=N,marker=PATH,sleep=S,restarts=R" (any of them; frames=none: no crash)."""
+        values: dict[str, Any] = {"after_frames": None}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, _, value = item.partition("=")
+            if key == "frames":
+                values["after_frames"] = None if value == "none" else int(value)
+            elif key == "marker":
+                values["marker"] = value
+            elif key == "sleep":
+                values["sleep_s"] = float(value)
+            elif key == "restarts":
+                values["restarts"] = int(value)
+            else:
+                raise InputError(f"worker fault {text!r}: unknown item {key!r}; use frames, marker, sleep, restarts")
+        return cls(**values)
+
+    def check(self, frames_done: int) -> None:
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        if self.after_frames is None or frames_done < self.after_frames:
+            return
+        if self.marker is not None:
+            try:
+                Path(self.marker).touch(exist_ok=False)
+            except FileExistsError:
+                return
+        os._exit(1)
+
+
+@dataclass(frozen=True)
+class _ModelShipment:
+    """The model file's bytes in the object store (nested, so Ray hands the reference, not the bytes)."""
+
+    sha256: str
+    name: str
+    refs: tuple  # (ObjectRef,)
+
+
+class SegmentWorker:
+    """A Ray actor's body: one generator per model, kept between segments and songs."""
+
+    def __init__(
+        self,
+        index: int,
+        *,
+        threads: int | None,
+        encoder_threads: int,
+        fault: Fault | None = None,
+        generator_factory: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.index = index
+        self.generator_factory = generator_factory
+        self.threads = threads
+        self.encoder_threads = encoder_threads
+        self.fault = fault
+        self._generators: dict[Any, Any] = {}
+        self._scratch = Path(tempfile.mkdtemp(prefix="ganterp-segments-"))
+
+    def where(self) -> dict[str, Any]:
+        import ray
+
+        context = ray.get_runtime_context()
+        return {
+            "index": self.index,
+            "node": context.get_node_id(),
+            "ip": ray.util.get_node_ip_address(),
+            "gpus": [str(g) for g in context.get_accelerator_ids().get("GPU", [])],
+            "pid": os.getpid(),
+        }
+
+    def _model_file(self, shipment: _ModelShipment) -> Path:
+        """The model on this node: from the node's cache, else from the object store (once)."""
+        from .models import cache_dir
+
+        folder = cache_dir() / "cluster-models"
+        target = folder / f"{shipment.sha256}.onnx"
+        if not target.is_file():
+            import ray
+
+            data = ray.get(shipment.refs[0])
+            folder.mkdir(parents=True, exist_ok=True)
+            temporary = folder / f".{shipment.sha256}.{os.getpid()}.partial"
+            temporary.write_bytes(data)
+            os.replace(temporary, target)
+            log.info("worker %d: model %s stored in %s", self.index, shipment.name, target)
+        return target
+
+    def _generator(self, job: RenderJob, shipment: _ModelShipment):  # -> FrameGenerator
+        plan = job.model
+        if self.threads is not None and plan.options.threads is None:
+            plan = replace(plan, options=replace(plan.options, threads=self.threads))
+        key = (shipment.sha256, plan)
+        if key not in self._generators:
+            if len(self._generators) >= 2:
+                self._generators.pop(next(iter(self._generators)))
+            if self.generator_factory is not None:  # a stand-in generator (benchmarks)
+                self._generators[key] = self.generator_factory(plan)
+            else:
+                self._generators[key] = plan.open(self._model_file(shipment))
+        return self._generators[key]
+
+    def render(self, job: RenderJob, start: int, stop: int, shipment: _ModelShipment) -> tuple[bytes, float]:
+        """Frames [start, stop) of `job` as an encoded segment's bytes, and the seconds it took."""
+        began = time.perf_counter()
+        generator = self._generator(job, shipment)
+        if self.encoder_threads and not job.options.encode.threads:
+            encode = replace(job.options.encode, threads=self.encoder_threads)
+            job = replace(job, options=replace(job.options, encode=encode))
+        fault = self.fault
+
+        def progress(update: Progress) -> None:
+            if fault is not None and update.stage == "render":
+                fault.check(update.frames_done)
+
+        destination = self._scratch / f"{start:09d}-{stop:09d}.mp4"
+        try:
+            job.render_segment(start, stop, destination, generator=generator, progress=progress)
+            data = destination.read_bytes()
+        finally:
+            with contextlib.suppress(OSError):
+                destination.unlink()
+        return data, time.perf_counter() - began
+
+
+@dataclass
+class WorkerReport:
+    """One worker of a render: where it ran, how many segments and frames, and its busy time."""
+
+    index: int
+    node: str = ""
+    ip: str = ""
+    gpus: list[str] = field(default_factory=list)
+    segments: int = 0
+    frames: int = 0
+    busy_s: float = 0.0
+    alive: bool = True
+
+    def describe(self) -> str:
+        gpu = f" GPU {','.join(self.gpus)}" if self.gpus else ""
+        state = "" if self.alive else ", lost"
+        return (
+            f"worker {self.index} on {self.ip} (node {self.node[:8]}{gpu}): {self.segments} segments, "
+            f"{self.frames} frames, {self.busy_s:.1f} s{state}"
+        )
+
+
+@dataclass
+class ClusterOutcome:
+    """The result of one job: its output, or the error that stopped it."""
+
+    job: RenderJob
+    output: Path | None = None
+    error: GanterpError | None = None
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class _Pending:
+    job_index: int
+    start: int
+    stop: int
+    attempts: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+
+class Cluster:
+    """A pool of segment workers on a Ray cluster.
+
+    ``Cluster.local(workers=2)`` starts Ray on this machine; ``Cluster.connect("auto")`` or
+    ``Cluster.connect("HOST:PORT")`` joins a running cluster. ``cluster.render([job, ...])``
+    renders prepared jobs (`job.prepare`) on the pool; use it as a context manager, or call
+    ``shutdown()``, to stop the workers (and the local Ray instance).
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int | None = None,
+        fault: Fault | None = None,
+        generator_factory: Callable[[Any], Any] | None = None,
+        owns_ray: bool = False,
+    ) -> None:
+        if workers is not None and (int(workers) != workers or workers < 1):
+            raise InputError(f"--workers must be an integer of at least 1, got {workers}")
+        self.requested = workers
+        self.fault = fault
+        self.generator_factory = generator_factory
+        self.max_restarts = fault.restarts if fault is not None else MAX_RESTARTS
+        self.owns_ray = owns_ray
+        self._actors: list[Any] = []
+        self.reports: list[WorkerReport] = []
+
+    # ----------------------------------------------------------------- starting
+
+    @classmethod
+    def local(cls, workers: int | None = None, **kwargs: Any) -> Cluster:
+        """Start a Ray instance on this machine (its CPUs and GPUs) for this pool."""
+        ray = import_ray()
+        _quiet_ray_environment()
+        if ray.is_initialized():
+            return cls(workers=workers, **kwargs)
+        started = time.perf_counter()
+        ray.init(include_dashboard=False, log_to_driver=False, runtime_env=_runtime_env(), configure_logging=False)
+        log.info("started a local Ray instance in %.1f s: %s", time.perf_counter() - started, _resources(ray))
+        return cls(workers=workers, owns_ray=True, **kwargs)
+
+    @classmethod
+    def connect(cls, address: str = "auto", workers: int | None = None, **kwargs: Any) -> Cluster:
+        """Join a running cluster: "auto" (RAY_ADDRESS or a local `ray start`), or HOST:PORT."""
+        ray = import_ray()
+        _quiet_ray_environment()
+        if ray.is_initialized():
+            return cls(workers=workers, **kwargs)
+        try:
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env=_runtime_env(),
+                configure_logging=False,
+            )
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            reason = " ".join(str(exc).split())[:200]
+            raise InputError(
+                f"--ray {address}: no Ray cluster answers there ({reason}); start one with 'ray start --head', "
+                "or use --ray local"
+            ) from None
+        log.info("joined the Ray cluster at %s: %s", address, _resources(ray))
+        return cls(workers=workers, owns_ray=True, **kwargs)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop the workers, and the Ray connection this pool opened."""
+        ray = import_ray()
+        for actor in self._actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+        self._actors = []
+        if self.owns_ray and ray.is_initialized():
+            ray.shutdown()
+
+    def _plan_workers(self, ray) -> list[dict[str, Any]]:  # noqa: ANN001
+        """Actor options per worker: one per GPU where the cluster has GPUs, else CPU shares."""
+        total = ray.cluster_resources()
+        gpus = int(total.get("GPU", 0))
+        cpus = int(total.get("CPU", 1))
+        if gpus:
+            count = self.requested or gpus
+            if count > gpus:
+                raise InputError(f"--workers {count}: the cluster has {gpus} GPUs, one worker each; use at most {gpus}")
+            per_cpu = max(1, cpus // gpus) if cpus >= gpus else 0
+            options = {"num_gpus": 1, "num_cpus": min(1, per_cpu)}
+            return [dict(options, threads=None, encoder_threads=max(1, per_cpu)) for _ in range(count)]
+        count = self.requested or max(1, cpus // CPU_WORKER_THREADS)
+        share = max(1, cpus // count)
+        if count > cpus:
+            raise InputError(f"--workers {count}: the cluster has {cpus} CPUs, at least one each; use at most {cpus}")
+        return [
+            {"num_cpus": share, "scheduling_strategy": "SPREAD", "threads": share, "encoder_threads": share}
+            for _ in range(count)
+        ]
+
+    def start(self) -> list[WorkerReport]:
+        """Start the workers (once) and report where each landed."""
+        if self._actors:
+            return self.reports
+        ray = import_ray()
+        remote = ray.remote(SegmentWorker)
+        plans = self._plan_workers(ray)
+        actors = []
+        for index, plan in enumerate(plans):
+            threads, encoder_threads = plan.pop("threads"), plan.pop("encoder_threads")
+            actor = remote.options(
+                max_restarts=self.max_restarts, max_task_retries=self.max_restarts, max_concurrency=1, **plan
+            ).remote(
+                index,
+                threads=threads,
+                encoder_threads=encoder_threads,
+                fault=self.fault,
+                generator_factory=self.generator_factory,
+            )
+            actors.append(actor)
+        self._actors = actors
+        refs = [actor.where.remote() for actor in actors]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=START_TIMEOUT_S)
+        if len(ready) < len(refs):
+            self.shutdown()
+            raise RenderError(
+                f"{len(refs) - len(ready)} of {len(refs)} workers did not start within {START_TIMEOUT_S:.0f} s "
+                f"(the cluster has {_resources(ray)}): ask for fewer --workers"
+            )
+        self.reports = [WorkerReport(**{k: v for k, v in ray.get(ref).items() if k != "pid"}) for ref in refs]
+        for report in self.reports:
+            log.info("%s", report.describe().split(":")[0] + " started")
+        return self.reports
+
+    # ---------------------------------------------------------------- rendering
+
+    def render(
+        self,
+        jobs: Sequence[RenderJob],
+        *,
+        segment_seconds: float | None = None,
+        resume: bool = False,
+        progress: Callable[[Progress], None] | None = None,
+        on_done: Callable[[ClusterOutcome], None] | None = None,
+    ) -> list[ClusterOutcome]:
+        """Render every job on the pool, segments of all of them interleaved; each output is
+        joined (and written atomically) as soon as its song is complete.
+
+        A job that fails (a bad segment, a join error) is reported in its outcome and the others
+        go on; a failure of the pool itself (no worker left, a segment failing on
+        SEGMENT_ATTEMPTS workers) raises RenderError. Ctrl-C cancels the work and leaves no output.
+        """
+        from .job import SEGMENT_SECONDS, Progress
+        from .resume import SegmentStore
+
+        ray = import_ray()
+        wall = time.perf_counter()
+        outcomes = [ClusterOutcome(job) for job in jobs]
+        stores: list[SegmentStore] = []
+        remaining: list[set[tuple[int, int]]] = []
+        queue: deque[_Pending] = deque()
+        per_job: list[list[_Pending]] = []
+        done_frames = 0
+        total_frames = sum(job.num_frames for job in jobs)
+        for index, job in enumerate(jobs):
+            ranges = job.segments(segment_seconds or SEGMENT_SECONDS)
+            store = SegmentStore(job, ranges)
+            kept = store.open(resume=resume)
+            stores.append(store)
+            remaining.append({r for r in ranges if r not in kept})
+            done_frames += sum(b - a for a, b in kept)
+            per_job.append([_Pending(index, a, b) for a, b in ranges if (a, b) not in kept])
+        # Interleave: the first segment of every song, then the second of every song, ...
+        for position in range(max((len(p) for p in per_job), default=0)):
+            queue.extend(items[position] for items in per_job if position < len(items))
+
+        def report() -> None:
+            if progress is not None:
+                progress(Progress(done_frames, total_frames))
+
+        def finish(index: int) -> None:
+            outcome = outcomes[index]
+            try:
+                outcome.output = stores[index].join()
+            except GanterpError as exc:
+                outcome.error = exc
+                stores[index].close_failed()
+            outcome.wall_s = time.perf_counter() - wall
+            if on_done is not None:
+                on_done(outcome)
+
+        def fail(index: int, error: GanterpError) -> None:
+            outcomes[index].error = error
+            outcomes[index].wall_s = time.perf_counter() - wall
+            remaining[index].clear()
+            for item in [item for item in queue if item.job_index == index]:
+                queue.remove(item)
+            stores[index].close_failed()
+            if on_done is not None:
+                on_done(outcomes[index])
+
+        in_flight: dict[Any, tuple[int, _Pending]] = {}
+        try:
+            report()
+            for index in range(len(jobs)):
+                if not remaining[index]:
+                    finish(index)
+            if not queue:
+                return outcomes
+            self.start()
+            shipments = self._ship_models(ray, jobs, {item.job_index for item in queue})
+            job_refs = {index: ray.put(jobs[index]) for index in {item.job_index for item in queue}}
+            alive = set(range(len(self._actors)))
+            load = dict.fromkeys(alive, 0)
+            last_check = time.monotonic()
+            while queue or in_flight:
+                for worker in sorted(alive, key=lambda w: load[w]):
+                    while queue and load[worker] < IN_FLIGHT_PER_WORKER:
+                        item = queue.popleft()
+                        job = jobs[item.job_index]
+                        ref = self._actors[worker].render.remote(
+                            job_refs[item.job_index], item.start, item.stop, shipments[job.model]
+                        )
+                        in_flight[ref] = (worker, item)
+                        load[worker] += 1
+                        log.debug("worker %d: segment %d..%d of %s", worker, item.start, item.stop, job.output.name)
+                if not in_flight:
+                    break
+                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+                for ref in ready:
+                    worker, item = in_flight.pop(ref)
+                    load[worker] -= 1
+                    try:
+                        data, seconds = ray.get(ref)
+                    except ray.exceptions.RayActorError as exc:
+                        self._lose(worker, alive, f"{type(exc).__name__}")
+                        self._retry(item, queue, f"worker {worker} died")
+                        continue
+                    except ray.exceptions.TaskCancelledError:
+                        self._retry(item, queue, "cancelled")
+                        continue
+                    except ray.exceptions.RayTaskError as exc:
+                        cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else None
+                        if isinstance(cause, GanterpError):  # the job's own fault: retrying gives the same
+                            fail(item.job_index, cause)
+                            continue
+                        reason = " ".join(str(cause or exc).split())[-300:]
+                        self._retry(item, queue, reason)
+                        continue
+                    if not remaining[item.job_index]:
+                        continue  # the job failed meanwhile
+                    stores[item.job_index].add(item.start, item.stop, data)
+                    remaining[item.job_index].discard((item.start, item.stop))
+                    worker_report = self.reports[worker]
+                    worker_report.segments += 1
+                    worker_report.frames += item.stop - item.start
+                    worker_report.busy_s += seconds
+                    done_frames += item.stop - item.start
+                    log.info(
+                        "worker %d: frames %d..%d of %s in %.1f s",
+                        worker,
+                        item.start,
+                        item.stop,
+                        jobs[item.job_index].output.name,
+                        seconds,
+                    )
+                    report()
+                    if not remaining[item.job_index]:
+                        finish(item.job_index)
+                if time.monotonic() - last_check > 2.0:
+                    last_check = time.monotonic()
+                    for worker in self._workers_on_dead_nodes(ray, alive):
+                        self._lose(worker, alive, "its node left the cluster")
+                        for ref, (owner, _item) in list(in_flight.items()):
+                            if owner == worker:
+                                ray.cancel(ref)
+                if not alive:
+                    raise RenderError(
+                        "no worker is left (every worker died and its restarts are spent); "
+                        "the finished segments are kept: run again with --resume"
+                    )
+        except BaseException:
+            for ref in in_flight:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref)
+            for index, store in enumerate(stores):
+                if outcomes[index].output is None:
+                    store.close_failed()
+            raise
+        return outcomes
+
+    def _retry(self, item: _Pending, queue: deque[_Pending], reason: str) -> None:
+        item.attempts += 1
+        item.reasons.append(reason)
+        if item.attempts >= SEGMENT_ATTEMPTS:
+            raise RenderError(
+                f"segment {item.start}..{item.stop} failed {item.attempts} times (last: {reason}); "
+                "the finished segments are kept: run again with --resume"
+            )
+        log.warning("segment %d..%d: %s; retrying on another worker", item.start, item.stop, reason)
+        queue.appendleft(item)
+
+    def _lose(self, worker: int, alive: set[int], reason: str) -> None:
+        if worker not in alive:
+            return
+        alive.discard(worker)
+        self.reports[worker].alive = False
+        log.warning("worker %d lost (%s); %d left", worker, reason, len(alive))
+        ray = import_ray()
+        with contextlib.suppress(Exception):
+            ray.kill(self._actors[worker], no_restart=True)
+
+    def _workers_on_dead_nodes(self, ray, alive: set[int]) -> list[int]:  # noqa: ANN001
+        try:
+            live = {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
+        except Exception:  # the state API is best effort here
+            return []
+        return [worker for worker in alive if self.reports[worker].node not in live]
+
+    def _ship_models(self, ray, jobs: Sequence[RenderJob], indices: set[int]) -> dict[Any, _ModelShipment]:  # noqa: ANN001
+        """Each distinct model file once into the object store (resolved, exported if need be, here)."""
+        shipments: dict[Any, _ModelShipment] = {}
+        by_path: dict[Path, _ModelShipment] = {}
+        for index in sorted(indices):
+            plan = jobs[index].model
+            if plan in shipments:
+                continue
+            path = plan.resolve()
+            if path not in by_path:
+                data = path.read_bytes()
+                digest = hashlib.sha256(data).hexdigest()
+                by_path[path] = _ModelShipment(digest, path.name, (ray.put(data),))
+                log.info("model %s (%.1f MB, sha256 %s) shipped to the workers", path, len(data) / 1e6, digest[:12])
+            shipments[plan] = by_path[path]
+        return shipments
+
+
+def _resources(ray) -> str:  # noqa: ANN001
+    total = ray.cluster_resources()
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    return f"{nodes} nodes, {int(total.get('CPU', 0))} CPUs, {int(total.get('GPU', 0))} GPUs"
+
+
+def _quiet_ray_environment() -> None:
+    """Local use without token files or usage reports; Ray's files under RAY_TMPDIR if set."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+
+def _runtime_env() -> dict[str, Any]:
+    env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+    return {"env_vars": env} if env else {}
