@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from .analysis import AnalysisOptions
-from .contract import DEVICES, PRECISIONS
+from .contract import PRECISIONS, parse_device
 from .encode import EncodeOptions
 from .errors import InputError
 from .path import PathOptions, parse_fps
@@ -38,8 +38,7 @@ class ModelOptions:
         object.__setattr__(self, "model", str(self.model))
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.device not in DEVICES:
-            raise InputError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        parse_device(self.device)  # one of DEVICES, or cuda:N
         if self.batch_size is not None and (int(self.batch_size) != self.batch_size or self.batch_size < 1):
             raise InputError(f"batch size must be an integer of at least 1, got {self.batch_size}")
         if self.weights not in (None, "random"):
