@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import GanterpError, InputError, MissingExtraError, RenderError
 
 if TYPE_CHECKING:
-    from .job import Progress, RenderJob
+    from .job import Progress, RenderJob, RenderResult
 
 log = logging.getLogger(__name__)
 
@@ -537,6 +537,31 @@ class Cluster:
                     store.close_failed()
             raise
         return outcomes
+
+    def render_one(
+        self,
+        job: RenderJob,
+        *,
+        segment_seconds: float | None = None,
+        resume: bool = False,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> RenderResult:
+        """Render one job on the pool (`render`); its error raised, its result as `job.run`'s."""
+        from .resume import result_of
+
+        wall = time.perf_counter()
+        outcome = self.render([job], segment_seconds=segment_seconds, resume=resume, progress=progress)[0]
+        if outcome.error is not None:
+            raise outcome.error
+        job.times.wall += time.perf_counter() - wall
+        busy = [r for r in self.reports if r.segments]
+        return result_of(
+            job,
+            outcome.output,
+            device=f"{len(busy)} Ray workers" if len(busy) != 1 else "1 Ray worker",
+            providers=[],
+            model_path=Path(job.options.model.model),
+        )
 
     def _retry(self, item: _Pending, queue: deque[_Pending], reason: str) -> None:
         item.attempts += 1

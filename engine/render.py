@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .backends import FrameGenerator
 from .job import Progress, RenderResult, StageTimes, default_batch_size, planned_device, prepare
 from .options import ModelOptions, RenderOptions
 from .source import Source
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 __all__ = [
     "ModelOptions",
@@ -31,12 +35,26 @@ def render(
     duration: float | None = None,
     progress: Callable[[Progress], None] | None = None,
     generator: FrameGenerator | None = None,
+    cluster: Cluster | None = None,
+    segment_seconds: float | None = None,
+    resume: bool = False,
 ) -> RenderResult:
     """Render a music video of `input_path` (the excerpt from `start`, `duration` seconds long)
     into `output_path` (H.264 with the soundtrack).
 
     `generator`: any object with the generator's interface (`backends.FrameGenerator`) to use
-    instead of opening the model the options name.
+    instead of opening the model the options name. `cluster`: render on a Ray pool
+    (`cluster.Cluster.local(workers=2)`, `Cluster.connect("auto")`). `segment_seconds` or
+    `resume` (with or without a cluster): render in segments of about that length, kept in the
+    output's hidden segments folder until joined; `resume` reuses the ones a stopped render left.
     """
     job = prepare(input_path, output_path, options, start=start, duration=duration, progress=progress)
+    if cluster is not None:
+        return cluster.render_one(job, segment_seconds=segment_seconds, resume=resume, progress=progress)
+    if segment_seconds is not None or resume:
+        from .resume import render_segmented
+
+        return render_segmented(
+            job, segment_seconds=segment_seconds, resume=resume, generator=generator, progress=progress
+        )
     return job.run(generator=generator, progress=progress)

@@ -171,7 +171,7 @@ def render_segmented(
     progress: Callable[[Progress], None] | None = None,
 ) -> RenderResult:
     """One process as one worker: render the missing segments in order, keep each, join them."""
-    from .job import SEGMENT_SECONDS, Progress, RenderResult
+    from .job import SEGMENT_SECONDS, Progress
 
     wall = time.perf_counter()
     ranges = job.segments(segment_seconds or SEGMENT_SECONDS)
@@ -205,17 +205,32 @@ def render_segmented(
         store.close_failed()
         raise
     job.times.wall += time.perf_counter() - wall
+    return result_of(
+        job,
+        output,
+        device=generator.device,
+        providers=list(generator.providers),
+        model_path=Path(getattr(generator, "model_path", job.options.model.model)),
+    )
+
+
+def result_of(job: RenderJob, output: Path, *, device: str, providers: list[str], model_path: Path) -> RenderResult:
+    """The `RenderResult` of a segmented render of `job` into `output`."""
+    from .job import RenderResult
+
     return RenderResult(
         output=output,
         frames=job.num_frames,
         fps=job.fps,
-        resolution=generator.resolution,
+        resolution=job.model.resolution,
         batch_size=job.model.batch_size,
-        device=generator.device,
-        providers=list(generator.providers),
-        model_path=Path(getattr(generator, "model_path", job.options.model.model)),
+        device=device,
+        providers=providers,
+        model_path=model_path,
         classes=job.path.schedule(),
         unused_classes=job.path.unused_classes,
         analysis=job.analysis,
         times=job.times,
+        width=job.width,
+        height=job.height,
     )
