@@ -226,3 +226,26 @@ def test_sheet_conflicts_and_a_subprocess_exit_code(song, tiny_onnx, tmp_path):
     )
     assert result.returncode == 2 and "--classes and --cues" in result.stderr
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_a_job_with_cues_and_pulse_pickles_and_any_range_equals_one_pass(song, tiny_onnx, tmp_path):
+    import pickle
+
+    from ganterp_fast.engine.job import prepare
+    from ganterp_fast.engine.options import RenderOptions
+
+    sheet = parse_classes_at("0 jellyfish, 1.2 volcano, 2.5 7")
+    sheet = replace(sheet, cues=(*sheet.cues[:2], replace(sheet.cues[2], transition="cut")))
+    options = RenderOptions(
+        model=str(tiny_onnx),
+        fps="12",
+        analysis=replace(BUSY_OPTIONS, onsets=True),
+        path=PathOptions.from_sheet(sheet, pulse=0.7),
+    )
+    job = prepare(song, tmp_path / "out.mp4", options)
+    copy = pickle.loads(pickle.dumps(job))
+    whole = job.path.frames(0, job.num_frames)
+    parts = [copy.path.frames(a, b) for a, b in job.segments(seconds=1.0)]
+    for i in range(2):
+        np.testing.assert_array_equal(np.concatenate([p[i] for p in parts]), whole[i])
+    assert not (tmp_path / "out.mp4").exists()
