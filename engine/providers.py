@@ -92,7 +92,7 @@ def plan_providers(
     index; the CUDA and TensorRT providers run on that GPU. Pure: unit-testable without a GPU.
     Raises `ProviderError` when "cuda" or TensorRT is asked for and not offered.
     """
-    named = ":" in str(device)
+    asked, named = device, ":" in str(device)
     device, index = parse_device(device)
     if device_id is not None:
         if not isinstance(device_id, int) or device_id < 0 or (named and index != device_id):
@@ -114,7 +114,7 @@ def plan_providers(
     intra = threads or cores
     if device == "cuda" and CUDA not in available:
         raise ProviderError(
-            f"device 'cuda' asked for, but ONNX Runtime offers only {', '.join(available) or 'nothing'}; "
+            f"device {asked!r} asked for, but ONNX Runtime offers only {', '.join(available) or 'nothing'}; "
             "install the GPU build instead of the CPU one (pip uninstall onnxruntime; "
             "pip install 'ganterp-fast[gpu]'), or use device 'cpu'"
         )

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import media
 import pytest
 from ganterp_fast.cli.main import main
 from ganterp_fast.engine.bench import gemm_peak, gflop_per_image, parse_int_list, useful_figures
@@ -58,6 +59,23 @@ def test_plan_providers_device_id(tmp_path: Path) -> None:
         plan_providers([CUDA, CPU], device="cuda:1", device_id=2)
     with pytest.raises(InputError, match="cuda:N"):
         plan_providers([CUDA, CPU], device="cuda:one")
+
+
+def test_render_takes_a_device_id(tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ModelOptions and `render --device` accept cuda:N; without a GPU it is a one-line exit 2, nothing written."""
+    from ganterp_fast.engine.options import ModelOptions
+
+    assert ModelOptions(device="cuda:1").device == "cuda:1"
+    with pytest.raises(InputError, match="cuda:N"):
+        ModelOptions(device="gpu:1")
+    if cuda_really_available():
+        pytest.skip("ONNX Runtime offers CUDA here: the no-GPU error cannot be shown")
+    song = media.write_soundfile(tmp_path / "song.wav", media.music(16000, 2.0), 16000)
+    out = tmp_path / "song.mp4"
+    assert main(["render", str(song), "-o", str(out), "--model", str(tiny_onnx), "--device", "cuda:1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "device 'cuda:1' asked for" in lines[-1] and "Traceback" not in "".join(lines)
+    assert not out.exists()
 
 
 def test_figures() -> None:
