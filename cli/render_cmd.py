@@ -8,10 +8,12 @@ from pathlib import Path
 
 from ganterp_fast.cli.direct import add_direction_args, directed_options
 from ganterp_fast.cli.options import add_analysis_args, add_input_args, resolve_input
+from ganterp_fast.cli.scale_out import add_cluster_args, wants_scale_out
+from ganterp_fast.engine.compose import FITS, LAYOUTS, PIP_CORNERS, SIZE_PRESETS
 from ganterp_fast.engine.contract import PRECISIONS, parse_device
 from ganterp_fast.engine.encode import H264_ENCODERS, X264_PRESETS, EncodeOptions
 from ganterp_fast.engine.errors import InputError
-from ganterp_fast.engine.options import ModelOptions, RenderOptions
+from ganterp_fast.engine.options import ModelOptions, OutputOptions, RenderOptions
 from ganterp_fast.engine.path import Z_MODES, PathOptions
 from ganterp_fast.engine.render import render
 
@@ -19,10 +21,11 @@ _DEFAULTS = RenderOptions()
 _MODEL_DEFAULTS = ModelOptions()
 _ENCODE_DEFAULTS = EncodeOptions()
 _PATH_DEFAULTS = PathOptions()
+_OUTPUT_DEFAULTS = OutputOptions()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ganterp_fast.cli.main import add_common_flags
+    from ganterp_fast.cli.options import add_common_flags
 
     parser = subparsers.add_parser(
         "render",
@@ -40,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_input_args(parser)
+    add_input_args(parser, many=True)
     parser.add_argument(
         "-o", "--output", metavar="OUTPUT", help="video file to write (default: INPUT's name with .mp4, beside it)"
     )
@@ -111,6 +114,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="x264 speed/size trade-off (default: %(default)s)",
     )
 
+    picture = parser.add_argument_group("size, layout and preview")
+    picture.add_argument(
+        "--size",
+        metavar="WxH|PRESET",
+        help=f"output size: WxH (even numbers) or {', '.join(SIZE_PRESETS)} (default: the model's resolution)",
+    )
+    picture.add_argument(
+        "--fit",
+        choices=FITS,
+        default=_OUTPUT_DEFAULTS.fit,
+        help="a square frame in a frame of another aspect: black bars, the centre cropped, or on a blurred "
+        "copy of itself (default: %(default)s)",
+    )
+    picture.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        help="show the input's own video beside the GAN frames (source left), above them, or as an inset",
+    )
+    picture.add_argument(
+        "--pip-corner",
+        choices=PIP_CORNERS,
+        default=_OUTPUT_DEFAULTS.pip_corner,
+        help="--layout pip: the inset's corner (default: %(default)s)",
+    )
+    picture.add_argument(
+        "--pip-size",
+        type=float,
+        default=_OUTPUT_DEFAULTS.pip_size,
+        metavar="FRACTION",
+        help="--layout pip: the inset's width as a fraction of the output's (default: %(default)s)",
+    )
+    picture.add_argument(
+        "--preview",
+        action="store_true",
+        help="a quick proxy of the same render: --preview-fps frames/s, x264 ultrafast, at most 512 px; "
+        "says how long the full render would take",
+    )
+    picture.add_argument(
+        "--preview-fps",
+        default=str(_OUTPUT_DEFAULTS.preview_fps),
+        metavar="F",
+        help="--preview: its frame rate (default: %(default)s)",
+    )
+
     model = parser.add_argument_group("model and hardware")
     model.add_argument(
         "--model",
@@ -153,6 +200,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
 
     add_analysis_args(parser)
+    add_cluster_args(parser)
     add_common_flags(parser)
     parser.set_defaults(func=run)
 
@@ -192,11 +240,25 @@ def options_from_args(args: argparse.Namespace) -> RenderOptions:
         overwrite=args.overwrite,
         analysis=analysis,
         path=path,
+        output=OutputOptions(
+            size=args.size,
+            fit=args.fit,
+            layout=args.layout,
+            pip_corner=args.pip_corner,
+            pip_size=args.pip_size,
+            preview=args.preview,
+            preview_fps=args.preview_fps,
+        ),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
+    if wants_scale_out(args):  # several inputs, or --ray
+        from ganterp_fast.cli import scale_out
+
+        return scale_out.run(args, options)
+    args.input = args.input[0] if args.input else None
     source = resolve_input(args)
     output = Path(args.output) if args.output else default_output(source, args.example)
 
@@ -227,7 +289,16 @@ def run(args: argparse.Namespace) -> int:
         bar.update(update.frames_done - bar.n)
 
     try:
-        result = render(source, output, options, start=args.start, duration=args.duration, progress=on_progress)
+        result = render(
+            source,
+            output,
+            options,
+            start=args.start,
+            duration=args.duration,
+            progress=on_progress,
+            segment_seconds=args.segment_seconds,
+            resume=args.resume,
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -235,14 +306,21 @@ def run(args: argparse.Namespace) -> int:
         t = result.times
         print(
             f"{result.output}: {result.frames} frames at {float(result.fps):g} "
-            f"fps, {result.resolution}x{result.resolution}, "
+            f"fps, {result.width or result.resolution}x{result.height or result.resolution}, "
             f"{result.analysis.duration_s:.1f} s of audio"
         )
         print(
             f"{t.wall:.1f} s in all, {result.frames_per_second:.1f} frames/s on {result.device} "
             f"(batch {result.batch_size}; model {t.model:.1f} s, analysis {t.analysis:.2f} s, path {t.path:.2f} s, "
-            f"inference {t.inference:.1f} s, encode {t.encode:.1f} s; bound by {t.bound()})"
+            f"inference {t.inference:.1f} s, {f'compose {t.compose:.1f} s, ' if t.compose else ''}"
+            f"encode {t.encode:.1f} s; bound by {t.bound()})"
         )
+        if result.full_frames:
+            print(
+                f"preview: the full render ({result.full_frames} frames at {args.fps} fps) would take about "
+                f"{result.full_render_seconds:.0f} s here, at this preview's {1000 * result.seconds_per_frame:.0f} "
+                "ms per frame (more where the full render's size is larger)"
+            )
         schedule = ", ".join(f"{time:.1f}s:{index}" for time, index in result.classes[:12])
         more = " ..." if len(result.classes) > 12 else ""
         print(f"{len(result.classes)} inflection points, classes (time:index): {schedule}{more}")

@@ -31,10 +31,11 @@ import numpy as np
 
 from .analysis import Analysis, analyze
 from .backends import FrameGenerator, export_precision, open_generator, plan_precision
+from .compose import PREVIEW_MAX_SIDE, ComposedFrames, Composition, Compositor, plan_composition
 from .errors import GanterpError, InputError, RenderError
 from .files import check_output, same_file
 from .options import ModelOptions, RenderOptions
-from .path import LatentPath, parse_fps
+from .path import LatentPath, frame_count, parse_fps
 from .source import Source, open_source
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,14 @@ class StageTimes:
     path: float = 0.0
     inference: float = 0.0
     encode: float = 0.0
+    compose: float = 0.0  # scaling and layout (its own thread), 0 where the frames are the output
+    render: float = 0.0  # the frames' loop of `run`, from the first batch asked for to the file closed
     wall: float = 0.0
 
     def bound(self) -> str:
         """The stage the pipeline waited on most."""
-        return "inference" if self.inference >= self.encode else "encode"
+        stages = {"inference": self.inference, "encode": self.encode, "compose": self.compose}
+        return max(stages, key=stages.__getitem__)
 
 
 @dataclass(frozen=True)
@@ -86,11 +90,24 @@ class RenderResult:
     unused_classes: list[int]
     analysis: Analysis
     times: StageTimes
+    width: int = 0  # the output's size (the model's resolution unless --size or --layout)
+    height: int = 0
+    full_frames: int = 0  # a preview: the full render's frame count (0 otherwise)
 
     @property
     def frames_per_second(self) -> float:
         busy = self.times.wall - self.times.model - self.times.analysis
         return self.frames / busy if busy > 0 else float("inf")
+
+    @property
+    def full_render_seconds(self) -> float:
+        """A preview: how long the full render would take here (this run's time per frame x its frames)."""
+        return self.full_frames * self.seconds_per_frame if self.full_frames else 0.0
+
+    @property
+    def seconds_per_frame(self) -> float:
+        """The frames' loop's time per frame (model and analysis left out)."""
+        return self.times.render / self.frames if self.frames else 0.0
 
 
 def default_batch_size(device: str, resolution: int) -> int:
@@ -213,14 +230,16 @@ class RenderJob:
     model: ModelPlan
     codec: str  # the H.264 encoder chosen for this machine
     times: StageTimes = field(default_factory=StageTimes, compare=False)
+    composition: Composition | None = None  # size, fit and layout (None: the generator's frames as they are)
+    full_frames: int = 0  # a preview (OutputOptions.preview): the full render's frame count
 
     @property
     def width(self) -> int:
-        return self.model.resolution
+        return self.composition.width if self.composition is not None else self.model.resolution
 
     @property
     def height(self) -> int:
-        return self.model.resolution
+        return self.composition.height if self.composition is not None else self.model.resolution
 
     @property
     def soundtrack(self) -> Source:
@@ -228,11 +247,16 @@ class RenderJob:
         return replace(self.source, duration=self.analysis.duration_s, num_samples=self.analysis.num_samples)
 
     def encode_options(self, *, stitchable: bool = True):  # -> encode.EncodeOptions
-        return replace(self.options.encode, codec=self.codec, stitchable=stitchable)
+        preset = "ultrafast" if self.options.output.preview else self.options.encode.preset
+        return replace(self.options.encode, codec=self.codec, stitchable=stitchable, preset=preset)
 
     def fingerprint(self) -> str:
         """A hash of what decides the frames and the file: the input's bytes, the options, the model."""
-        facts = {
+        return hashlib.sha256(json.dumps(self.fingerprint_facts(), sort_keys=True, default=str).encode()).hexdigest()
+
+    def fingerprint_facts(self) -> dict[str, Any]:
+        """The facts `fingerprint` hashes (to say what changed between two jobs)."""
+        return {
             "input": self.source.identity(),
             "start": self.source.start,
             "samples": self.analysis.num_samples,
@@ -244,7 +268,6 @@ class RenderJob:
             "width": self.width,
             "height": self.height,
         }
-        return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
 
     def segments(self, seconds: float = SEGMENT_SECONDS) -> list[tuple[int, int]]:
         """Frame ranges of about `seconds` each, covering the video; see `plan_segments`."""
@@ -270,7 +293,13 @@ class RenderJob:
         if not 0 <= start <= stop <= self.num_frames:
             raise InputError(f"frame range {start}..{stop} is outside the job's 0..{self.num_frames}")
         runner = BatchRunner(generator, self.options.path.truncation, batch_size or self.model.batch_size)
-        return _overlapped(self, runner, start, stop)
+        frames = _overlapped(self, runner, start, stop)
+        if self.composition is None or self.composition.identity:
+            return frames
+        return ComposedFrames(frames, Compositor(self.composition, self.fps, start), on_time=self._add_compose_time)
+
+    def _add_compose_time(self, seconds: float) -> None:
+        self.times.compose += seconds
 
     def run(
         self,
@@ -299,6 +328,7 @@ class RenderJob:
             overwrite=self.options.overwrite,
         ) as writer:
             report("render", 0, self.num_frames)
+            loop = time.perf_counter()
             frames = self.frames(generator)
             try:
                 done = self._write(frames, writer, report, done)
@@ -309,6 +339,7 @@ class RenderJob:
                 raise RenderError(f"rendered {done} frames of {self.num_frames}")
             began = time.perf_counter()
         self.times.encode += time.perf_counter() - began  # flushing the encoder and the rest of the audio
+        self.times.render += time.perf_counter() - loop
         self.times.wall += time.perf_counter() - wall
         return RenderResult(
             output=self.output,
@@ -323,6 +354,9 @@ class RenderJob:
             unused_classes=self.path.unused_classes,
             analysis=self.analysis,
             times=self.times,
+            width=self.width,
+            height=self.height,
+            full_frames=self.full_frames,
         )
 
     def render_segment(
@@ -399,6 +433,7 @@ def prepare(
     started = time.perf_counter()
     model = plan_model(options.model)
     times.model = time.perf_counter() - started
+    composition = _plan_output(options, source, model.resolution)  # a layout with no video fails here
 
     _reporter(progress)("analysis")
     started = time.perf_counter()
@@ -406,6 +441,10 @@ def prepare(
     times.analysis = time.perf_counter() - started
     started = time.perf_counter()
     fps = parse_fps(options.fps, sample_rate=analysis.sample_rate)
+    full_frames = 0
+    if options.output.preview:  # the same path sampled at the preview's frame times t = k / preview_fps
+        full_frames = frame_count(analysis.duration_s, fps)
+        fps = parse_fps(options.output.preview_fps)
     path = LatentPath(analysis, options.path, fps)
     times.path = time.perf_counter() - started
     return RenderJob(
@@ -419,7 +458,36 @@ def prepare(
         model=model,
         codec=codec,
         times=times,
+        composition=composition,
+        full_frames=full_frames,
     )
+
+
+def _plan_output(options: RenderOptions, source: Source, resolution: int) -> Composition | None:
+    """The compositor's plan for the output options (None: the generator's frames as they are)."""
+    from .source_video import probe_video
+
+    output = options.output
+    video = None
+    if output.layout is not None:
+        video = probe_video(source.path)
+        if video is None:
+            raise InputError(
+                f"input {source.path} has no video stream, and --layout {output.layout} shows the input's video: "
+                "give a video file (mp4, mkv, mov, webm), or leave --layout out"
+            )
+    plan = plan_composition(
+        resolution=resolution,
+        size=output.size,
+        fit=output.fit,
+        layout=output.layout,
+        pip_corner=output.pip_corner,
+        pip_size=output.pip_size,
+        video=video,
+        offset=source.start,
+        max_side=PREVIEW_MAX_SIDE if output.preview else None,
+    )
+    return None if plan.identity else plan
 
 
 def plan_segments(num_frames: int, fps: Fraction, seconds: float = SEGMENT_SECONDS) -> list[tuple[int, int]]:

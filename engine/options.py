@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from .analysis import AnalysisOptions
+from .compose import FITS, LAYOUTS, PIP_CORNERS, parse_size
 from .contract import PRECISIONS, parse_device
 from .encode import EncodeOptions
 from .errors import InputError
@@ -48,6 +49,33 @@ class ModelOptions:
 
 
 @dataclass(frozen=True)
+class OutputOptions:
+    """The output picture: size, fit, a layout with the input's own video, and previews."""
+
+    size: str | tuple[int, int] | None = None  # "WxH", a preset (compose.SIZE_PRESETS); None: the model's
+    fit: str = "blur"  # pad | crop | blur: a square frame in a frame of another aspect
+    layout: str | None = None  # side-by-side | stack | pip: the input's video beside the GAN frames
+    pip_corner: str = "bottom-right"
+    pip_size: float = 0.3  # the inset's width, as a fraction of the output's
+    preview: bool = False  # a quick proxy: preview_fps, x264 ultrafast, at most 512 px
+    preview_fps: str | float | Fraction = "6"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", parse_size(self.size))
+        if self.fit not in FITS:
+            raise InputError(f"fit must be one of {', '.join(FITS)}, got {self.fit!r}")
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise InputError(f"layout must be one of {', '.join(LAYOUTS)} or none, got {self.layout!r}")
+        if self.pip_corner not in PIP_CORNERS:
+            raise InputError(f"pip corner must be one of {', '.join(PIP_CORNERS)}, got {self.pip_corner!r}")
+        if not (isinstance(self.pip_size, (int, float)) and 0.05 <= self.pip_size <= 0.9):
+            raise InputError(f"pip size must be a fraction of the width from 0.05 to 0.9, got {self.pip_size!r}")
+        if str(self.preview_fps).strip().lower() == "native":
+            raise InputError("preview fps must be a number of frames per second such as 6, not 'native'")
+        parse_fps(self.preview_fps)
+
+
+@dataclass(frozen=True)
 class RenderOptions:
     """Everything a render takes besides its input, its excerpt and its output.
 
@@ -59,6 +87,7 @@ class RenderOptions:
     encode: EncodeOptions = field(default_factory=EncodeOptions)
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
     path: PathOptions = field(default_factory=PathOptions)
+    output: OutputOptions = field(default_factory=OutputOptions)
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -69,6 +98,7 @@ class RenderOptions:
             ("encode", EncodeOptions),
             ("analysis", AnalysisOptions),
             ("path", PathOptions),
+            ("output", OutputOptions),
         ):
             if not isinstance(getattr(self, name), kind):
                 raise InputError(f"RenderOptions.{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
