@@ -189,6 +189,10 @@ class LatentPath:
         times = np.asarray(frames, dtype=np.float64) / float(self.fps)
         return np.interp(times, self._pulse_times, self._pulse)
 
+    def column_positions(self) -> np.ndarray:
+        """The path position u at each spectrogram column (a copy)."""
+        return self._u.copy()
+
     def positions(self, frames: np.ndarray) -> np.ndarray:
         """The path position u (inflection point index + fraction) at each frame index."""
         times = np.asarray(frames, dtype=np.float64) / float(self.fps)

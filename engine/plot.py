@@ -113,7 +113,11 @@ def plot_analysis(
     ax_signal.set_ylabel("normalised TV")
     ax_signal.legend(loc="upper right", fontsize=8)
 
-    ax_alpha.plot(times, analysis.alphas, color="tab:green", linewidth=1.0)
+    alphas = analysis.alphas
+    if cues:  # the alphas the cues give: the fraction of the way from one cue to the next
+        u = latent.column_positions()
+        alphas = np.where(u >= latent.num_points - 1, 1.0, u - np.floor(u))
+    ax_alpha.plot(times, alphas, color="tab:green", linewidth=1.0)
     ax_alpha.set_ylabel("alpha")
     ax_alpha.set_ylim(-0.02, 1.02)
     if onsets is not None:
