@@ -19,8 +19,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "bench",
         help="measure generator throughput (images/s) on this machine's CPU or GPU",
         description=(
-            "Measure the generator: images/s (median of timed calls after warm-up), latency p50/p95 "
-            "per batch, the providers that ran, and the share of the machine's GEMM peak measured in "
+            "Measure the generator: images/s (median of timed calls after warm-up), latency p50/p95\n"
+            "per batch, the providers that ran, and the share of the machine's GEMM peak measured in\n"
             "the same run. Prints a Markdown table; --json writes every figure with versions and settings."
         ),
         epilog=(
