@@ -136,7 +136,7 @@ def render_eager(
     times.inference = time.perf_counter() - started
 
     started = time.perf_counter()
-    clip = AudioClip(input_path, start=analysis_options.start, duration=analysis.duration_s)
+    clip = AudioClip(input_path, start=getattr(analysis_options, "start", 0.0), duration=analysis.duration_s)
     with VideoWriter(
         output,
         width=RESOLUTION,
