@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 
+import media
 import numpy as np
 import pytest
 from ganterp_fast.engine.analysis import (
@@ -248,8 +249,6 @@ def test_alphas_rise_to_one_in_each_segment():
         {"inflection_type": "peak"},
         {"rolling_length": 0},
         {"smoothing": -2},
-        {"start": -1.0},
-        {"duration": 0.0},
         {"threshold": float("nan")},
     ],
 )
@@ -257,3 +256,14 @@ def test_bad_options_name_the_value(kwargs):
     with pytest.raises(InputError) as info:
         AnalysisOptions(**kwargs)
     assert str(next(iter(kwargs.values()))) in str(info.value) or "peak" in str(info.value)
+
+
+@pytest.mark.parametrize("excerpt", [{"start": -1.0}, {"duration": 0.0}, {"start": 99.0}])
+def test_a_bad_excerpt_names_the_value_and_the_files_length(excerpt, tmp_path):
+    """The excerpt belongs to the input: checked when the file is probed, with its length."""
+    from ganterp_fast.engine.source import open_source
+
+    song = media.write_soundfile(tmp_path / "song.wav", media.music(8000, 2.0), 8000)
+    with pytest.raises(InputError) as info:
+        open_source(song, **excerpt)
+    assert f"{next(iter(excerpt.values())):g}" in str(info.value) and "2.00 s long" in str(info.value)
