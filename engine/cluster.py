@@ -525,16 +525,17 @@ class Cluster:
                                 ray.cancel(ref)
                 if not alive:
                     raise RenderError(
-                        "no worker is left (every worker died and its restarts are spent); "
-                        "the finished segments are kept: run again with --resume"
+                        "no worker is left (every worker died and its restarts are spent)" + _kept_note(stores)
                     )
-        except BaseException:
+        except BaseException as exc:
             for ref in in_flight:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref)
             for index, store in enumerate(stores):
                 if outcomes[index].output is None:
                     store.close_failed()
+            if isinstance(exc, _SegmentFailed):
+                raise RenderError(str(exc) + _kept_note(stores)) from None
             raise
         return outcomes
 
@@ -567,11 +568,8 @@ class Cluster:
         item.attempts += 1
         item.reasons.append(reason)
         if item.attempts >= SEGMENT_ATTEMPTS:
-            raise RenderError(
-                f"segment {item.start}..{item.stop} failed {item.attempts} times (last: {reason}); "
-                "the finished segments are kept: run again with --resume"
-            )
-        log.warning("segment %d..%d: %s; retrying on another worker", item.start, item.stop, reason)
+            raise _SegmentFailed(f"segment {item.start}..{item.stop} failed {item.attempts} times (last: {reason})")
+        log.info("segment %d..%d: %s; retrying on another worker", item.start, item.stop, reason)
         queue.appendleft(item)
 
     def _lose(self, worker: int, alive: set[int], reason: str) -> None:
@@ -579,7 +577,7 @@ class Cluster:
             return
         alive.discard(worker)
         self.reports[worker].alive = False
-        log.warning("worker %d lost (%s); %d left", worker, reason, len(alive))
+        log.info("worker %d lost (%s); %d left", worker, reason, len(alive))
         ray = import_ray()
         with contextlib.suppress(Exception):
             ray.kill(self._actors[worker], no_restart=True)
@@ -607,6 +605,15 @@ class Cluster:
                 log.info("model %s (%.1f MB, sha256 %s) shipped to the workers", path, len(data) / 1e6, digest[:12])
             shipments[plan] = by_path[path]
         return shipments
+
+
+class _SegmentFailed(Exception):
+    """A segment failed on SEGMENT_ATTEMPTS workers (raised as RenderError once the work is cancelled)."""
+
+
+def _kept_note(stores: list) -> str:
+    kept = any(store.folder.is_dir() and store.finished() for store in stores)
+    return "; the finished segments are kept: run again with --resume" if kept else ""
 
 
 def _resources(ray) -> str:  # noqa: ANN001

@@ -3,7 +3,7 @@
 #
 # 1. PyTorch 2.13.0 first (a CPU build where one is on the machine), so the [export] extra
 #    finds it instead of pulling the multi-GB CUDA build.
-# 2. The package with its CPU runtime, exporter, plots and test tools.
+# 2. The package with its CPU runtime, exporter, plots, test tools and Ray (the scale-out tests).
 # 3. A second virtual environment with only the runtime ([cpu], no torch): the tests render
 #    from an exported .onnx in it, proving deployments need no PyTorch.
 # 4. The lint and format gate (ruff), then pytest.
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
 "$PYTHON" -m pip install --quiet torch==2.13.0
-"$PYTHON" -m pip install --quiet -e ".[cpu,export,plot,test]"
+"$PYTHON" -m pip install --quiet -e ".[cpu,export,plot,test,ray]"
 
 runtime_env=${GANTERP_RUNTIME_VENV:-"$PWD/.venv-runtime"}
 if [ ! -x "$runtime_env/bin/ganterp-fast" ]; then
