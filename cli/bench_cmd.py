@@ -13,7 +13,7 @@ from ganterp_fast.engine.errors import InputError
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `bench` subcommand."""
-    from ganterp_fast.cli.main import add_common_flags
+    from ganterp_fast.cli.options import add_common_flags
 
     parser = subparsers.add_parser(
         "bench",

@@ -8,7 +8,7 @@ from ganterp_fast.engine.classes import find_classes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ganterp_fast.cli.main import add_common_flags
+    from ganterp_fast.cli.options import add_common_flags
 
     parser = subparsers.add_parser(
         "classes",

@@ -12,7 +12,6 @@ from dataclasses import fields, replace
 
 from ganterp_fast.cli.options import analysis_options
 from ganterp_fast.engine.analysis import AnalysisOptions
-from ganterp_fast.engine.beats import SOURCES
 from ganterp_fast.engine.cues import CueSheet, parse_classes_at, read_sheet
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.path import Z_MODES, PathOptions
@@ -28,22 +27,6 @@ _ANALYSIS_FLAGS = {
     "smoothing": "--smoothing",
     "analysis_source": "--analysis-source",
 }
-
-
-def add_source_args(group: argparse._ArgumentGroup) -> None:
-    """--analysis-source and --snap-to-beats, in the analysis group."""
-    group.add_argument(
-        "--analysis-source",
-        choices=SOURCES,
-        default=_ANALYSIS.analysis_source,
-        help="run the analysis on the mix, or on its harmonic or percussive part (librosa's HPSS) "
-        "(default: %(default)s)",
-    )
-    group.add_argument(
-        "--snap-to-beats",
-        action="store_true",
-        help="move each inflection point to the nearest beat (librosa's beat tracker); the first and last stay",
-    )
 
 
 def add_path_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:

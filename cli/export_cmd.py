@@ -16,7 +16,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `export` subcommand."""
-    from ganterp_fast.cli.main import add_common_flags
+    from ganterp_fast.cli.options import add_common_flags
 
     parser = subparsers.add_parser(
         "export",

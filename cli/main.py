@@ -18,7 +18,7 @@ from ganterp_fast.engine.errors import GanterpError
 
 from ganterp_fast import __version__
 
-SUBCOMMANDS = ("analyze", "render", "export", "classes", "bench")
+SUBCOMMANDS = ("analyze", "render", "export", "classes", "bench", "ui")
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
@@ -40,14 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"ganterp_fast.cli.{name}_cmd")
         module.register(subparsers)
     return parser
-
-
-def add_common_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags every subcommand takes."""
-    group = parser.add_argument_group("output control")
-    group.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    group.add_argument("-v", "--verbose", action="store_true", help="log what happens (providers, cache, timings)")
-    group.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

@@ -5,16 +5,27 @@ from __future__ import annotations
 import argparse
 
 from ganterp_fast.engine.analysis import AnalysisOptions
+from ganterp_fast.engine.beats import SOURCES
 
 _DEFAULTS = AnalysisOptions()
 
 
-def add_input_args(parser: argparse.ArgumentParser) -> None:
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags every subcommand takes."""
+    group = parser.add_argument_group("output control")
+    group.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    group.add_argument("-v", "--verbose", action="store_true", help="log what happens (providers, cache, timings)")
+    group.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+
+def add_input_args(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
+    """INPUT (a list of them where `many`), --example and the excerpt."""
     parser.add_argument(
         "input",
         metavar="INPUT",
-        nargs="?",
-        help="audio or video file (wav, flac, mp3, ogg, opus, m4a, mp4, mkv, mov, webm)",
+        nargs="*" if many else "?",
+        help="audio or video file (wav, flac, mp3, ogg, opus, m4a, mp4, mkv, mov, webm)"
+        + ("; several render one after another, or on one Ray pool with --ray" if many else ""),
     )
     add_example_flag(parser)
     group = parser.add_argument_group("excerpt")
@@ -58,9 +69,23 @@ def add_analysis_args(parser: argparse.ArgumentParser) -> None:
         metavar="COLUMNS",
         help="running mean over the TV distances; 0: none (default: %(default)s)",
     )
-    from ganterp_fast.cli.direct import add_source_args
-
     add_source_args(group)
+
+
+def add_source_args(group: argparse._ArgumentGroup) -> None:
+    """--analysis-source and --snap-to-beats, in the analysis group."""
+    group.add_argument(
+        "--analysis-source",
+        choices=SOURCES,
+        default=_DEFAULTS.analysis_source,
+        help="run the analysis on the mix, or on its harmonic or percussive part (librosa's HPSS) "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--snap-to-beats",
+        action="store_true",
+        help="move each inflection point to the nearest beat (librosa's beat tracker); the first and last stay",
+    )
 
 
 def analysis_options(args: argparse.Namespace) -> AnalysisOptions:

@@ -20,22 +20,17 @@ import logging
 import math
 import os
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from .audio_pyav import _default_layout, _probe_pyav, _pyav_blocks
+from .audio_info import BACKENDS, WHAT_WORKS, AudioInfo, Backend
+from .audio_pyav import default_layout, probe_pyav, pyav_blocks
 from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["soundfile", "pyav"]
-BACKENDS: tuple[Backend, ...] = ("soundfile", "pyav")
-
-WHAT_WORKS = "wav, flac, mp3, ogg, opus, m4a, or a video with an audio track"
 # Samples per av.AudioFrame built from soundfile blocks (PyAV's decoders give their own sizes).
 _FRAME_SAMPLES = 4096
 # How the formats soundfile is given start (wav, rf64, w64, aiff, flac, ogg, caf, au). Not mp3,
@@ -50,24 +45,6 @@ _SOUNDFILE_CODECS = {
     **{"FLOAT": "pcm_f32", "DOUBLE": "pcm_f64", "ULAW": "pcm_mulaw", "ALAW": "pcm_alaw"},
     **{"FLAC": "flac", "VORBIS": "vorbis", "OPUS": "opus"},
 }
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    """What a file holds: its own rate and channel count, its length, and who decodes it."""
-
-    path: Path
-    sample_rate: int
-    channels: int
-    num_samples: int  # per channel, whole file
-    duration_s: float
-    backend: Backend
-    codec: str  # FFmpeg's name: "pcm_s16le", "flac", "mp3", "aac", "opus", ...
-    layout: str = ""  # FFmpeg's channel layout name ("mono", "stereo", "5.1", ...)
-    # num_samples is exact (soundfile; PyAV for mp4/mov/ogg/flac/wav, whose stream durations
-    # are exact). False: estimated from the container's duration (mp3, mkv/webm): without a
-    # duration the readers then read to the stream's end.
-    exact: bool = True
 
 
 # ---------------------------------------------------------------- probing
@@ -88,7 +65,7 @@ def probe_audio(path: str | os.PathLike[str], *, backend: Backend | None = None)
             return info
         if backend == "soundfile":
             raise InputError(f"the soundfile backend does not decode {file}: use backend 'pyav' or None")
-    return _probe_pyav(file)
+    return probe_pyav(file)
 
 
 def _check_file(path: str | os.PathLike[str]) -> Path:
@@ -145,7 +122,7 @@ def _probe_soundfile(file: Path, *, sniff: bool = True) -> AudioInfo | None:
         duration_s=info.frames / info.samplerate,
         backend="soundfile",
         codec=codec,
-        layout=_default_layout(info.channels),
+        layout=default_layout(info.channels),
         exact=True,
     )
 
@@ -201,7 +178,7 @@ def _blocks(
 ) -> Iterator[np.ndarray]:
     """float32 [channels, n] blocks of samples [first, first + count) (count None: to the end)."""
     produced = 0
-    reader = _soundfile_blocks if info.backend == "soundfile" else _pyav_blocks
+    reader = _soundfile_blocks if info.backend == "soundfile" else pyav_blocks
     with contextlib.closing(reader(info, first, count, all_channels=all_channels, block_size=block_size)) as inner:
         for block in inner:
             produced += block.shape[1]
@@ -311,7 +288,7 @@ def iter_audio_frames(
 def _as_frames(info: AudioInfo, blocks: Generator[np.ndarray, None, None]) -> Generator:
     import av
 
-    layout = info.layout or _default_layout(info.channels)
+    layout = info.layout or default_layout(info.channels)
     time_base = Fraction(1, info.sample_rate)
     pts = 0
     with contextlib.closing(blocks):

@@ -2,7 +2,7 @@
 
 Everything soundfile is not given goes through here (mp3, m4a/aac, opus, and the audio of mp4,
 mkv, mov and webm videos), streamed frame by frame at the file's own rate. `audio` imports this
-module, so this one takes `audio`'s names (`AudioInfo`, `WHAT_WORKS`) inside functions only.
+module; both take `AudioInfo` and `WHAT_WORKS` from `audio_info`.
 """
 
 from __future__ import annotations
@@ -11,14 +11,11 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .audio_info import WHAT_WORKS, AudioInfo
 from .errors import InputError
-
-if TYPE_CHECKING:
-    from .audio import AudioInfo
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +26,8 @@ _MAX_BAD_PACKETS = 32
 _EXACT_DURATION_FORMATS = ("mov", "mp4", "ogg", "flac", "wav", "aiff", "w64", "caf")
 
 
-def _probe_pyav(file: Path) -> AudioInfo:
+def probe_pyav(file: Path) -> AudioInfo:
     import av
-
-    from .audio import AudioInfo
 
     container = _open_pyav(file)
     try:
@@ -76,8 +71,6 @@ def _probe_pyav(file: Path) -> AudioInfo:
 
 def _open_pyav(file: Path):  # -> av.container.InputContainer
     import av
-
-    from .audio import WHAT_WORKS
 
     try:
         return av.open(os.fspath(file), metadata_errors="ignore")
@@ -130,7 +123,7 @@ def _decode(container, stream, file: Path) -> Iterator:  # -> Iterator[av.AudioF
         raise InputError(f"cannot decode the audio of {file} after {seconds:.2f} s: {reason}") from exc
 
 
-def _default_layout(channels: int) -> str:
+def default_layout(channels: int) -> str:
     import av
 
     return {1: "mono", 2: "stereo"}.get(channels) or av.AudioLayout(f"{channels}c").name
@@ -139,10 +132,10 @@ def _default_layout(channels: int) -> str:
 def _layout_name(layout) -> str:
     """A layout name FFmpeg parses back; unordered layouts ("6 channels") get the default order."""
     name = layout.name
-    return _default_layout(layout.nb_channels) if name.endswith("channels") else name
+    return default_layout(layout.nb_channels) if name.endswith("channels") else name
 
 
-def _pyav_blocks(
+def pyav_blocks(
     info: AudioInfo, first: int, count: int | None, *, all_channels: bool, block_size: int
 ) -> Iterator[np.ndarray]:
     import av

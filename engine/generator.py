@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,9 @@ from .contract import (  # noqa: F401  (some re-exported: the exporter and the t
     NUM_CLASSES,
     OUTPUT_NAME,
     Z_DIM,
+    check_metadata,
     parse_device,
+    read_metadata,
 )
 from .errors import InputError, MissingExtraError, ModelError, ProviderError
 from .providers import (  # noqa: F401  (CPU, DEVICES, physical_cores: re-exported for callers)
@@ -78,113 +79,6 @@ def truncation_weights(truncation: float | Sequence[float] | np.ndarray, n_stats
         else:
             out[row, index] = 1.0
     return out.reshape(values.shape + (n_stats,))
-
-
-# ----------------------------------------------------------------------------------------
-# Reading the metadata without building a session
-
-
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The metadata_props of an ONNX file, read from its top-level protobuf fields.
-
-    Seeks past the graph (weights included), so this is instant even for a 200 MB model and
-    needs neither onnx nor onnxruntime. Raises `ModelError` for a file that is not ONNX.
-    """
-    metadata: dict[str, str] = {}
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            while handle.tell() < size:
-                key = _read_varint(handle)
-                number, wire = key >> 3, key & 7
-                if number == 0:
-                    raise ValueError("field number 0")
-                if wire == 0:
-                    _read_varint(handle)
-                elif wire == 1:
-                    handle.seek(8, os.SEEK_CUR)
-                elif wire == 5:
-                    handle.seek(4, os.SEEK_CUR)
-                elif wire == 2:
-                    length = _read_varint(handle)
-                    if handle.tell() + length > size:
-                        raise ValueError("field runs past the end of the file")
-                    if number == 14:  # ModelProto.metadata_props: StringStringEntryProto
-                        entry = _parse_entry(handle.read(length))
-                        metadata[entry[0]] = entry[1]
-                    else:
-                        handle.seek(length, os.SEEK_CUR)
-                else:
-                    raise ValueError(f"wire type {wire}")
-    except OSError as exc:
-        raise ModelError(f"cannot read the model {path}: {exc}") from exc
-    except (ValueError, UnicodeDecodeError, struct.error) as exc:
-        raise ModelError(
-            f"{path} is not an ONNX model, or only part of one ({exc}); "
-            "make one with: ganterp-fast export biggan-deep-128 -o model.onnx"
-        ) from exc
-    return metadata
-
-
-def _read_varint(handle: Any) -> int:
-    result = shift = 0
-    while True:
-        byte = handle.read(1)
-        if not byte:
-            raise ValueError("truncated varint")
-        result |= (byte[0] & 0x7F) << shift
-        if not byte[0] & 0x80:
-            return result
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _parse_entry(data: bytes) -> tuple[str, str]:
-    fields = {1: "", 2: ""}
-    pos = 0
-    while pos < len(data):
-        key = data[pos]
-        pos += 1
-        if key & 7 != 2 or (key >> 3) not in fields:
-            raise ValueError("malformed metadata entry")
-        length = shift = 0
-        while True:
-            byte = data[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        fields[key >> 3] = data[pos : pos + length].decode("utf-8")
-        pos += length
-    return fields[1], fields[2]
-
-
-def check_metadata(metadata: dict[str, str], path: str | os.PathLike[str]) -> None:
-    """Raise `ModelError` unless `metadata` marks a ganterp-fast BigGAN export this engine reads."""
-    version = metadata.get(META_PREFIX + "format_version")
-    if version is None:
-        raise ModelError(
-            f"{path} is not a ganterp-fast BigGAN export (no {META_PREFIX}format_version metadata); "
-            "make one with: ganterp-fast export biggan-deep-128 -o model.onnx"
-        )
-    if version != FORMAT_VERSION:
-        raise ModelError(
-            f"{path} has model format {version}, this version reads format {FORMAT_VERSION}; "
-            "export the model again with this version of ganterp-fast"
-        )
-    inputs = tuple(metadata.get(META_PREFIX + "inputs", "").split(","))
-    if inputs != INPUT_NAMES or metadata.get(META_PREFIX + "outputs") != OUTPUT_NAME:
-        raise ModelError(
-            f"{path} declares inputs {inputs} and output {metadata.get(META_PREFIX + 'outputs')!r}; "
-            f"expected {INPUT_NAMES} and {OUTPUT_NAME!r}"
-        )
-    try:
-        int(metadata[META_PREFIX + "resolution"])
-    except (KeyError, ValueError) as exc:
-        raise ModelError(f"{path} has no valid {META_PREFIX}resolution metadata") from exc
 
 
 # ----------------------------------------------------------------------------------------
@@ -233,7 +127,7 @@ class Generator:
 
         trt_cache = None
         if tensorrt:
-            from .models import cache_dir
+            from .cache import cache_dir
 
             trt_cache = cache_dir() / "tensorrt"
             trt_cache.mkdir(parents=True, exist_ok=True)

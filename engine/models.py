@@ -24,27 +24,14 @@ from typing import Any
 
 from ganterp_fast import __version__
 
+from .cache import CACHE_ENV, cache_dir, file_sha256  # noqa: F401  (CACHE_ENV re-exported)
+from .contract import CONFIG_NAME, FORMAT_VERSION, PRETRAINED_NAMES, WEIGHTS_NAME
 from .errors import InputError, MissingExtraError
-from .generator import FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "GANTERP_CACHE_DIR"
-PRETRAINED_NAMES = ("biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
 PRECISIONS = ("fp32", "fp16", "int8")
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "pytorch_model.bin"
 _SIDECAR_SUFFIX = ".json"
-
-
-def cache_dir() -> Path:
-    """Root of ganterp-fast's cache: `$GANTERP_CACHE_DIR`, else the user cache directory."""
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("ganterp-fast"))
 
 
 def resolve_model(
@@ -149,15 +136,6 @@ def _slug(key: dict[str, Any]) -> str:
 
 def _digest(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def file_sha256(path: Path, *, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _sidecar(entry: Path) -> Path:

@@ -46,6 +46,7 @@ from .checkpoint import (
     state_dict_sha256,
 )
 from .graph import PRECISIONS, ExportableBigGAN
+from .metadata import write_metadata
 from .random_weights import make_random_biggan
 
 log = logging.getLogger(__name__)
@@ -278,17 +279,6 @@ def _metadata(loaded: LoadedModel, precision: str, opset: int) -> dict[str, str]
         META_PREFIX + "n_stats": str(N_STATS),
         META_PREFIX + "truncation_input": "truncation_weights [batch, 51]: reference batch-norm row mixing weights",
     }
-
-
-def write_metadata(path: Path, metadata: dict[str, str]) -> None:
-    """Replace the model's metadata_props and stamp ganterp-fast as its producer."""
-    model = onnx.load(str(path))
-    model.producer_name = "ganterp-fast"
-    model.producer_version = __version__
-    del model.metadata_props[:]
-    for key, value in metadata.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
 
 
 def _cases_text() -> str:

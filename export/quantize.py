@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from ganterp_fast.engine.cache import file_sha256
 from ganterp_fast.engine.errors import InputError, ModelError
 from ganterp_fast.engine.generator import (
     META_PREFIX,
@@ -44,15 +45,15 @@ from ganterp_fast.engine.generator import (
     check_metadata,
     read_metadata,
 )
-from ganterp_fast.engine.models import file_sha256
-from ganterp_fast.export.exporter import write_metadata
+from ganterp_fast.export.metadata import write_metadata
 from ganterp_fast.export.quantize_graph import (
     PERCENTILE,  # noqa: F401  (importable from this module, as before the split)
-    _candidate_nodes,
-    _conv_macs,
-    _prepare,
-    _Quantizer,
-    _share,
+    Int8Settings,
+    Quantizer,
+    candidate_nodes,
+    conv_macs,
+    mac_share,
+    prepare_model,
 )
 
 from ganterp_fast import __version__
@@ -65,24 +66,6 @@ CALIBRATION_BATCH = 4
 HELDOUT_SAMPLES = 16
 HELDOUT_BATCH = 8
 TRUNCATION_BOUND = 2.0  # BigGAN's truncated normal: |z| <= 2 before scaling by the truncation
-
-
-@dataclass(frozen=True)
-class Int8Settings:
-    """How to quantise. Defaults are the fastest measured on a 2-core AVX-512 VNNI CPU.
-
-    uint8 activations beat int8 ones (ORT's x86 int8 kernels are u8 x s8); `reduce_range`
-    (7-bit weights, for CPUs without VNNI) is no faster with VNNI and costs ~1.6 dB;
-    quantising the attention matmuls is slower than leaving them float.
-    """
-
-    activation_type: str = "uint8"
-    reduce_range: bool = False
-    preprocess: bool = True  # onnxruntime.quantization.shape_inference.quant_pre_process
-    calibration_method: str = "minmax"
-    quantize_attention: bool = False
-    # Leading convolutions kept in fp32; None: the fewest that pass the gate (binary search).
-    float_convs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -135,12 +118,12 @@ def quantize_int8(
     reference = _frames(Generator(source, device="cpu"), heldout)
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as scratch:
         work = Path(scratch)
-        prepared = _prepare(source, work, settings.preprocess)
+        prepared = prepare_model(source, work, settings.preprocess)
         graph = onnx.load(str(prepared), load_external_data=False)
-        convs, attention = _candidate_nodes(graph)
-        macs = _conv_macs(graph, convs)
+        convs, attention = candidate_nodes(graph)
+        macs = conv_macs(graph, convs)
         del graph
-        quantizer = _Quantizer(
+        quantizer = Quantizer(
             prepared, work, convs, attention, settings, lambda: _CalibrationReader(seed, calibration_batches)
         )
         base = _base_metadata(fp32_metadata, source, settings, seed, calibration_batches, min_psnr)
@@ -176,7 +159,7 @@ def quantize_int8(
                 f"(leading convolutions kept in fp32 -> PSNR: {tried}); use the fp32 model"
             )
         psnr, figures, candidate = attempts[chosen]
-        share = _share(macs, convs[chosen:]) if macs else None
+        share = mac_share(macs, convs[chosen:]) if macs else None
         metadata = {
             **base,
             META_PREFIX + "int8_psnr_db": f"{psnr:.2f}",

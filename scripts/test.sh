@@ -18,8 +18,9 @@ runtime_env=${GANTERP_RUNTIME_VENV:-"$PWD/.venv-runtime"}
 if [ ! -x "$runtime_env/bin/ganterp-fast" ]; then
     "$PYTHON" -m venv "$runtime_env"
     "$runtime_env/bin/python" -m pip install --quiet ".[cpu]"
-else  # refresh the package itself, keep its dependencies
+else  # refresh the package itself, and add any runtime dependency it gained
     "$runtime_env/bin/python" -m pip install --quiet --no-deps --force-reinstall .
+    "$runtime_env/bin/python" -m pip install --quiet ".[cpu]"
 fi
 export GANTERP_RUNTIME_PYTHON="$runtime_env/bin/python"
 
