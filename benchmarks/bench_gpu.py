@@ -143,7 +143,10 @@ def cuda_check() -> tuple[bool, str]:
     available = ort.get_available_providers()
     if "CUDAExecutionProvider" not in available:
         return False, f"ONNX Runtime offers no CUDA provider (providers: {', '.join(available)}; CPU build installed)"
+    from ganterp_fast.engine.providers import preload_cuda_libraries
     from onnx import TensorProto, helper
+
+    preload_cuda_libraries(ort)  # the NVIDIA wheels' CUDA/cuDNN libraries, before the first CUDA session
 
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"])],
