@@ -68,7 +68,7 @@ GATE_FORMAT = "1"
 # The generator's own compile settings; the choice measured in benchmarks/bench_bf16.py.
 PERFORMANCE_HINT = "LATENCY"
 # Static shapes run faster than OpenVINO's dynamic batch: one compiled model per batch size kept
-# (the render's steady batch and the gate's); a shorter batch runs padded in a larger one.
+# (the render's steady batch and the gate's); a batch of at least half a compiled one runs padded in it.
 COMPILED_BATCHES_KEPT = 3
 CPUINFO_ENV = "GANTERP_CPUINFO"  # a cpuinfo file read instead of /proc/cpuinfo (tests)
 
@@ -275,8 +275,9 @@ class OpenVinoGenerator:
         )
 
     def _request_for(self, batch: int) -> tuple[int, Any]:
-        """(compiled batch size, its infer request) for `batch` rows: the smallest compiled size that holds them."""
-        fits = [size for size in self._compiled if size >= batch]
+        """(compiled batch size, its infer request) for `batch` rows: the smallest compiled size that holds them
+        at no more than twice the work (a render's short last batch), else one compiled for `batch`."""
+        fits = [size for size in self._compiled if batch <= size <= 2 * batch]
         if fits:
             size = min(fits)
             self._compiled.move_to_end(size)
