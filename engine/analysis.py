@@ -6,7 +6,8 @@ The conventions are those the original code ran with: matplotlib's `specgram` de
 (NFFT 256, overlap 128, symmetric Hann window, one-sided PSD, linear power) on channel 0 at
 the file's own sample rate; `tv[i] = mean(|S[:, i+1] - S[:, i]|)` divided by its maximum; a
 trailing running mean; the seed's `get_inflection_points` loop; per-segment cumulative-sum
-alphas. Every index it returns equals the one the seed's plain loop returns.
+alphas. Every index it returns equals the one the seed's plain loop returns. Smoothing 0 is
+the seed document's own algorithm: the loop runs on the TV distances themselves.
 
 The inflection-point search is in `inflection`; `inflection_points` is importable from here too.
 """
@@ -270,15 +271,19 @@ def normalized_tv(raw_tv: np.ndarray) -> np.ndarray:
 def smooth(tv: np.ndarray, smoothing: int) -> np.ndarray:
     """Trailing running mean with the original's padding: one value per spectrogram column.
 
-    Element j is the mean of tv[j - N .. j - 1] (N = `smoothing`); the first N elements are
-    copies of the first full mean. The result is one longer than `tv`. N = 0 means no
-    smoothing, which is N = 1: element j is tv[j - 1]. Audio shorter than N columns is
-    smoothed over all it has.
+    `tv[i]` compares columns i and i + 1, so there is one distance fewer than columns.
+    N = `smoothing` >= 1: element j is the mean of tv[j - N .. j - 1]; the first N elements
+    are copies of the first full mean (audio shorter than N columns is smoothed over all it
+    has). N = 0: no smoothing, the distances themselves: element j is tv[j], the change from
+    column j to column j + 1, and the last column repeats the last distance. Either way the
+    result is one longer than `tv`.
     """
     tv = np.asarray(tv, dtype=np.float64)
     if len(tv) == 0:
         return np.zeros(1)
-    n = min(max(int(smoothing), 1), len(tv))
+    if int(smoothing) == 0:
+        return np.append(tv, tv[-1])
+    n = min(int(smoothing), len(tv))
     cumsum = np.cumsum(np.insert(tv, 0, 0.0))
     valid = (cumsum[n:] - cumsum[:-n]) / float(n)
     return np.concatenate([np.full(n, valid[0]), valid])
@@ -314,12 +319,21 @@ def analyze_tv(
     source: str | None = None,
     plot_spectrogram: np.ndarray | None = None,
 ) -> Analysis:
-    """Everything after the spectrogram: normalisation, smoothing, inflection points, alphas."""
+    """Everything after the spectrogram: normalisation, smoothing, inflection points, alphas.
+
+    With smoothing 0 the search runs on the TV distances themselves, as the seed document's
+    algorithm does: the points equal the seed's `get_inflection_points(tv)`, and point i (a
+    column index) marks the change from column i to column i + 1; the last point is then the
+    last distance's column, one before the last column. With smoothing N >= 1 it runs on the
+    smoothed signal, one value per column (the original code). The alphas follow the signal
+    per column either way; a column's video time is `Analysis.column_times()`.
+    """
     tv = normalized_tv(raw_tv)
     signal = smooth(tv, options.smoothing)
     signal = signal[:num_columns] if len(signal) >= num_columns else np.pad(signal, (0, num_columns - len(signal)))
+    searched = tv[: max(num_columns - 1, 0)] if int(options.smoothing) == 0 else signal
     points = inflection_points(
-        signal,
+        searched,
         options.threshold,
         absolute_threshold=options.absolute_threshold,
         type=options.inflection_type,

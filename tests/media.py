@@ -82,6 +82,47 @@ def bursts(sample_rate: int, seconds: float, *, channels: int = 1, seed: int = 2
     return out.astype(np.float32)
 
 
+def parity_music(sr: int, seconds: float, seed: int = 0) -> np.ndarray:
+    """Mono notes with attacks and decays, chord changes, a loud section and silences (1-D float32).
+
+    The analysis parity cases (tests/test_analysis.py) were checked on exactly this signal.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    out = np.zeros_like(t)
+    pos = 0.0
+    while pos < seconds:
+        length = rng.uniform(0.15, 1.2)
+        if rng.random() < 0.15:  # a rest
+            pos += length
+            continue
+        mask = (t >= pos) & (t < pos + length)
+        local = t[mask] - pos
+        envelope = np.exp(-local * rng.uniform(2, 8)) * np.minimum(1, local * 200)
+        for f in rng.choice([110, 146.8, 196, 261.6, 329.6, 392, 523.3, 659.3], size=rng.integers(1, 4)):
+            out[mask] += envelope * np.sin(2 * np.pi * f * local) * rng.uniform(0.2, 0.5)
+        if rng.random() < 0.3:  # a drum hit
+            hit = mask & (t < pos + 0.05)
+            out[hit] += rng.normal(0, 0.3, hit.sum())
+        pos += length
+    return (out / max(1e-9, np.abs(out).max()) * 0.8).astype(np.float32)
+
+
+def parity_speech(sr: int, seconds: float, seed: int = 1) -> np.ndarray:
+    """Mono syllable-rate amplitude-modulated noise bursts with formants and pauses (1-D float32).
+
+    The analysis parity cases were checked on exactly this signal.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(sr * seconds)
+    noise = rng.normal(0, 1, n)
+    t = np.arange(n) / sr
+    carrier = np.sin(2 * np.pi * 140 * t) + 0.5 * np.sin(2 * np.pi * 700 * t) + 0.2 * noise
+    syllables = (np.sin(2 * np.pi * 4 * t) > 0).astype(float)
+    words = (np.sin(2 * np.pi * 0.4 * t + rng.uniform(0, 6)) > -0.3).astype(float)
+    return (0.3 * carrier * syllables * words).astype(np.float32)
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     peak = np.abs(x).max(axis=0, keepdims=True)
     return (x / np.maximum(peak, 1e-9) * 0.8).astype(np.float32)

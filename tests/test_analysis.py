@@ -53,8 +53,8 @@ def reference_signal(x, sr, smoothing):
     spec = mlab.specgram(x, Fs=sr)[0]  # plt.specgram's defaults: NFFT 256, noverlap 128
     tv = np.array([np.mean(np.abs(spec[:, i] - spec[:, i + 1])) for i in range(spec.shape[1] - 1)])
     tv = tv / tv.max()
-    if smoothing == 0:
-        smoothed = np.concatenate([[tv[0]], tv])
+    if smoothing == 0:  # no smoothing: one value per column, tv[j] at column j, the last repeated
+        smoothed = np.concatenate([tv, [tv[-1]]])
     else:
         cumsum = np.cumsum(np.insert(tv, 0, 0))
         valid = (cumsum[smoothing:] - cumsum[:-smoothing]) / float(smoothing)
@@ -67,7 +67,7 @@ def reference_alphas(signal, points):
     for begin, end in zip(points[:-1], points[1:]):
         segment = signal[begin:end]
         alphas.extend(np.cumsum(segment) / np.sum(segment))
-    alphas.append(1.0)
+    alphas.extend([1.0] * (len(signal) - points[-1]))  # the last point's column and any after it
     return np.array(alphas)
 
 
@@ -83,44 +83,6 @@ def seed_points(signal, options):
         )
 
 
-# ---------------------------------------------------------------- generated audio
-
-
-def music(sr, seconds, seed=0):
-    """Notes with attacks and decays, chord changes, a loud section and silences."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(sr * seconds)) / sr
-    out = np.zeros_like(t)
-    pos = 0.0
-    while pos < seconds:
-        length = rng.uniform(0.15, 1.2)
-        if rng.random() < 0.15:  # a rest
-            pos += length
-            continue
-        mask = (t >= pos) & (t < pos + length)
-        local = t[mask] - pos
-        envelope = np.exp(-local * rng.uniform(2, 8)) * np.minimum(1, local * 200)
-        for f in rng.choice([110, 146.8, 196, 261.6, 329.6, 392, 523.3, 659.3], size=rng.integers(1, 4)):
-            out[mask] += envelope * np.sin(2 * np.pi * f * local) * rng.uniform(0.2, 0.5)
-        if rng.random() < 0.3:  # a drum hit
-            hit = mask & (t < pos + 0.05)
-            out[hit] += rng.normal(0, 0.3, hit.sum())
-        pos += length
-    return (out / max(1e-9, np.abs(out).max()) * 0.8).astype(np.float32)
-
-
-def speech_like(sr, seconds, seed=1):
-    """Syllable-rate amplitude-modulated noise bursts with formants and pauses."""
-    rng = np.random.default_rng(seed)
-    n = int(sr * seconds)
-    noise = rng.normal(0, 1, n)
-    t = np.arange(n) / sr
-    carrier = np.sin(2 * np.pi * 140 * t) + 0.5 * np.sin(2 * np.pi * 700 * t) + 0.2 * noise
-    syllables = (np.sin(2 * np.pi * 4 * t) > 0).astype(float)
-    words = (np.sin(2 * np.pi * 0.4 * t + rng.uniform(0, 6)) > -0.3).astype(float)
-    return (0.3 * carrier * syllables * words).astype(np.float32)
-
-
 CASES = [
     ("music", 44100, 30.0),
     ("music", 22050, 40.0),
@@ -134,7 +96,7 @@ CASES = [
 @pytest.mark.parametrize("inflection_type", ["min", "max", "both"])
 @pytest.mark.parametrize("smoothing", [256, 0])
 def test_inflection_points_and_alphas_match_the_seed(kind, sr, seconds, inflection_type, smoothing):
-    x = (music if kind == "music" else speech_like)(sr, seconds)
+    x = (media.parity_music if kind == "music" else media.parity_speech)(sr, seconds)
     # The thresholds of the published example, and a lower one that finds more points.
     for threshold in (1e-2, 2e-3):
         options = AnalysisOptions(threshold=threshold, inflection_type=inflection_type, smoothing=smoothing)
@@ -144,10 +106,12 @@ def test_inflection_points_and_alphas_match_the_seed(kind, sr, seconds, inflecti
         assert result.num_columns == spec.shape[1] == len(result.signal) == len(result.alphas)
         np.testing.assert_allclose(result.tv, tv, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(result.signal, signal, rtol=1e-9, atol=1e-12)
-        expected = seed_points(signal, options)
+        # Smoothing 0 is the seed document's algorithm: the loop runs on the TV distances themselves.
+        expected = seed_points(tv if smoothing == 0 else signal, options)
         np.testing.assert_array_equal(result.inflection_points, expected)
         # The engine's own signal through the seed's loop: identical indices, bit for bit.
-        np.testing.assert_array_equal(result.inflection_points, seed_points(result.signal, options))
+        searched = result.tv if smoothing == 0 else result.signal
+        np.testing.assert_array_equal(result.inflection_points, seed_points(searched, options))
         np.testing.assert_allclose(result.alphas, reference_alphas(signal, expected), rtol=1e-9, atol=1e-12)
 
 
@@ -155,7 +119,7 @@ def test_the_real_audio_cases_find_interior_points():
     """The parity above is only meaningful if the loop actually fires on this audio."""
     found = {}
     for kind, sr, seconds in CASES:
-        x = (music if kind == "music" else speech_like)(sr, seconds)
+        x = (media.parity_music if kind == "music" else media.parity_speech)(sr, seconds)
         found[(kind, sr)] = len(
             analyze_samples(x, sr, AnalysisOptions(threshold=2e-3, inflection_type="both")).inflection_points
         )
@@ -193,12 +157,12 @@ def test_fast_inflection_points_equal_the_loop_on_awkward_signals(inflection_typ
 
 
 def test_spectrogram_equals_matplotlib():
-    x = music(22050, 3.0)
+    x = media.parity_music(22050, 3.0)
     np.testing.assert_allclose(spectrogram(x, 22050), mlab.specgram(x, Fs=22050)[0], rtol=1e-9, atol=1e-18)
 
 
 def test_streaming_blocks_give_the_same_result_as_one_array():
-    x = music(16000, 20.0, seed=5)
+    x = media.parity_music(16000, 20.0, seed=5)
     whole = analyze_samples(x, 16000)
     for block in (1, 127, 1000, 65536):
         streamed = analyze_samples((x[i : i + block] for i in range(0, len(x), block)), 16000)
@@ -231,7 +195,30 @@ def test_smoothing_is_a_trailing_mean_with_one_value_per_column():
     assert len(smoothed) == 11
     np.testing.assert_allclose(smoothed[3:], [np.mean(tv[j - 3 : j]) for j in range(3, 11)])
     np.testing.assert_allclose(smoothed[:3], np.mean(tv[:3]))
-    np.testing.assert_array_equal(smooth(tv, 0), smooth(tv, 1))
+    # No smoothing: column j holds tv[j] (columns j and j + 1 compared), the last column repeats it.
+    np.testing.assert_array_equal(smooth(tv, 0), np.append(tv, tv[-1]))
+
+
+@pytest.mark.parametrize("kind,sr,seconds", [("music", 22050, 20.0), ("speech", 16000, 30.0), ("music", 8000, 45.0)])
+@pytest.mark.parametrize("inflection_type", ["min", "both"])
+def test_smoothing_0_is_the_seed_documents_algorithm(kind, sr, seconds, inflection_type):
+    """analyze(..., smoothing=0) gives the seed's get_inflection_points(tv), and its points map to columns."""
+    x = (media.parity_music if kind == "music" else media.parity_speech)(sr, seconds)
+    for threshold in (1e-2, 2e-3):
+        options = AnalysisOptions(threshold=threshold, inflection_type=inflection_type, smoothing=0)
+        result = analyze_samples(x, sr, options)
+        _, tv, _ = reference_signal(x, sr, 0)
+        np.testing.assert_array_equal(result.inflection_points, seed_points(tv, options))
+        assert len(result.tv) == result.num_columns - 1 == len(result.signal) - 1
+        # Point i is column i (tv[i]: the change to column i + 1), at column i's time in the video.
+        assert result.inflection_points[-1] == len(tv) - 1
+        np.testing.assert_array_equal(result.signal[result.inflection_points], result.tv[result.inflection_points])
+        np.testing.assert_allclose(
+            result.inflection_times, (result.inflection_points * 128 + 128) / sr, rtol=0, atol=1e-12
+        )
+        assert len(result.alphas) == result.num_columns and result.alphas[-1] == 1.0
+    # The cases find interior points, so the equality above says something.
+    assert len(analyze_samples(x, sr, AnalysisOptions(threshold=2e-3, smoothing=0)).inflection_points) > 2
 
 
 def test_alphas_rise_to_one_in_each_segment():
