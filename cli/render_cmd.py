@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ganterp_fast.cli.direct import add_direction_args, directed_options
-from ganterp_fast.cli.options import add_analysis_args, add_input_args, resolve_input
+from ganterp_fast.cli.options import add_analysis_args, add_input_args, default_output, resolve_input
 from ganterp_fast.cli.scale_out import add_cluster_args, wants_scale_out
 from ganterp_fast.engine.compose import FITS, LAYOUTS, PIP_CORNERS, SIZE_PRESETS
 from ganterp_fast.engine.contract import PRECISIONS, parse_device
@@ -214,14 +214,6 @@ def _device(text: str) -> str:
     return text.strip().lower()
 
 
-def default_output(source: str, example: bool) -> Path:
-    if example:
-        return Path("ganterp-example.mp4")
-    path = Path(source)
-    candidate = path.with_suffix(".mp4")
-    return candidate.with_name(f"{path.stem}.ganterp.mp4") if candidate == path else candidate
-
-
 def options_from_args(args: argparse.Namespace) -> RenderOptions:
     analysis, path = directed_options(args, read_cues=True)
     return RenderOptions(
@@ -261,6 +253,8 @@ def run(args: argparse.Namespace) -> int:
     args.input = args.input[0] if args.input else None
     source = resolve_input(args)
     output = Path(args.output) if args.output else default_output(source, args.example)
+    if args.preview and not args.output:  # beside the full render's name, not in its place
+        output = output.with_name(f"{output.stem}.preview{output.suffix}")
 
     bar = None
     messages = {

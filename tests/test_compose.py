@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from dataclasses import replace
@@ -261,7 +262,10 @@ def test_layout_segments_equal_a_single_pass(clips, tiny_onnx, generator, tmp_pa
     """Segments seek the source video to their own first frame: lossless segments equal one pass."""
     opts = options(tiny_onnx, size="256x72", layout="side-by-side", crf=0)
     job, _ = render(clips["25fps"], tmp_path / "whole.mp4", opts, generator, duration=1.5)
-    parts = [job.render_segment(a, b, tmp_path / f"part{a}.mp4", generator=generator) for a, b in ((0, 17), (17, 45))]
+    shipped = pickle.loads(pickle.dumps(job))  # as a scale-out worker gets it
+    parts = [
+        shipped.render_segment(a, b, tmp_path / f"part{a}.mp4", generator=generator) for a, b in ((17, 45), (0, 17))
+    ][::-1]
     whole = decode(tmp_path / "whole.mp4")
     pieces = decode(parts[0]) + decode(parts[1])
     assert len(whole) == len(pieces) == 45
