@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         record = json.loads(done.stdout.strip().splitlines()[-1])
         record["process_s"] = time.perf_counter() - began
+        record["load_average_after"] = os.getloadavg()[0]
         results[name] = record
         rows.append(
             [name, f"{record['seconds']:.1f}", f"{record['peak_rss_mb']:.0f}", record["points"], record["beats"]]
