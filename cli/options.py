@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ganterp_fast.engine.analysis import AnalysisOptions
 from ganterp_fast.engine.beats import SOURCES
@@ -103,6 +104,15 @@ def analysis_options(args: argparse.Namespace) -> AnalysisOptions:
 
 def add_example_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--example", action="store_true", help="use the built-in example music instead of INPUT")
+
+
+def default_output(source: str, example: bool) -> Path:
+    """INPUT's name with .mp4 beside it (NAME.ganterp.mp4 where INPUT is an .mp4 already)."""
+    if example:
+        return Path("ganterp-example.mp4")
+    path = Path(source)
+    candidate = path.with_suffix(".mp4")
+    return candidate.with_name(f"{path.stem}.ganterp.mp4") if candidate == path else candidate
 
 
 def resolve_input(args: argparse.Namespace) -> str:

@@ -56,7 +56,7 @@ def wants_scale_out(args: argparse.Namespace) -> bool:
 
 
 def _outputs(args: argparse.Namespace, inputs: list[str]) -> list[Path]:
-    from ganterp_fast.cli.render_cmd import default_output
+    from ganterp_fast.cli.options import default_output
 
     if len(inputs) == 1:
         return [Path(args.output) if args.output else default_output(inputs[0], args.example)]

@@ -148,7 +148,7 @@ class SegmentWorker:
 
     def _model_file(self, shipment: _ModelShipment) -> Path:
         """The model on this node: from the node's cache, else from the object store (once)."""
-        from .models import cache_dir
+        from .cache import cache_dir
 
         folder = cache_dir() / "cluster-models"
         target = folder / f"{shipment.sha256}.onnx"
@@ -270,7 +270,10 @@ class Cluster:
         self.max_restarts = fault.restarts if fault is not None else MAX_RESTARTS
         self.owns_ray = owns_ray
         self._actors: list[Any] = []
+        self._shipped: dict[tuple, _ModelShipment] = {}
         self.reports: list[WorkerReport] = []
+        # Seconds the driver spent storing segments and joining songs (what bounds it at scale).
+        self.driver_times = {"store": 0.0, "join": 0.0}
 
     # ----------------------------------------------------------------- starting
 
@@ -323,6 +326,7 @@ class Cluster:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
         self._actors = []
+        self._shipped = {}
         if self.owns_ray and ray.is_initialized():
             ray.shutdown()
 
@@ -429,8 +433,10 @@ class Cluster:
 
         def finish(index: int) -> None:
             outcome = outcomes[index]
+            began = time.perf_counter()
             try:
                 outcome.output = stores[index].join()
+                self.driver_times["join"] += time.perf_counter() - began
             except GanterpError as exc:
                 outcome.error = exc
                 stores[index].close_failed()
@@ -498,7 +504,9 @@ class Cluster:
                         continue
                     if not remaining[item.job_index]:
                         continue  # the job failed meanwhile
+                    began = time.perf_counter()
                     stores[item.job_index].add(item.start, item.stop, data)
+                    self.driver_times["store"] += time.perf_counter() - began
                     remaining[item.job_index].discard((item.start, item.stop))
                     worker_report = self.reports[worker]
                     worker_report.segments += 1
@@ -599,10 +607,14 @@ class Cluster:
                 continue
             path = plan.resolve()
             if path not in by_path:
-                data = path.read_bytes()
-                digest = hashlib.sha256(data).hexdigest()
-                by_path[path] = _ModelShipment(digest, path.name, (ray.put(data),))
-                log.info("model %s (%.1f MB, sha256 %s) shipped to the workers", path, len(data) / 1e6, digest[:12])
+                stat = path.stat()
+                key = (os.fspath(path.resolve()), stat.st_size, stat.st_mtime_ns)
+                if key not in self._shipped:  # once per pool, whatever the number of renders
+                    data = path.read_bytes()
+                    digest = hashlib.sha256(data).hexdigest()
+                    self._shipped[key] = _ModelShipment(digest, path.name, (ray.put(data),))
+                    log.info("model %s (%.1f MB, sha256 %s) shipped to the workers", path, len(data) / 1e6, digest[:12])
+                by_path[path] = self._shipped[key]
             shipments[plan] = by_path[path]
         return shipments
 
