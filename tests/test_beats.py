@@ -205,3 +205,16 @@ def test_hpss_in_blocks_equals_librosa_on_the_whole_song():
     blocks = np.concatenate(list(hpss_blocks([y[i : i + 4000] for i in range(0, len(y), 4000)], rate, "percussive")))
     assert len(blocks) == len(y)
     np.testing.assert_allclose(blocks, whole, atol=1e-4 * np.abs(whole).max())
+
+
+def test_analyze_plot_shows_beats_and_onsets_when_used(click_track, tmp_path):
+    pytest.importorskip("matplotlib")
+    song = media.write_soundfile(tmp_path / "clicks.wav", click_track[:, None], SR)
+    busy = ["--threshold", "0.002", "--rolling-length", "60", "--smoothing", "128", "--inflection-type", "both"]
+    plain, directed = tmp_path / "plain.png", tmp_path / "directed.png"
+    assert main(["analyze", str(song), *busy, "--plot", str(plain), "-q"]) == 0
+    assert main(["analyze", str(song), *busy, "--snap-to-beats", "--pulse", "1", "--plot", str(directed), "-q"]) == 0
+    with av.open(os.fspath(plain)) as a, av.open(os.fspath(directed)) as b:
+        plain_height = next(a.decode(video=0)).height
+        directed_height = next(b.decode(video=0)).height
+    assert directed_height > plain_height  # a fourth panel: the onset envelope
