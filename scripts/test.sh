@@ -18,8 +18,7 @@ runtime_env=${GANTERP_RUNTIME_VENV:-"$PWD/.venv-runtime"}
 if [ ! -x "$runtime_env/bin/ganterp-fast" ]; then
     "$PYTHON" -m venv "$runtime_env"
     "$runtime_env/bin/python" -m pip install --quiet ".[cpu]"
-else  # refresh the package itself, and add any runtime dependency it gained
-    "$runtime_env/bin/python" -m pip install --quiet --no-deps --force-reinstall .
+else  # reinstalls the package itself (a local folder always is) and adds any dependency it gained
     "$runtime_env/bin/python" -m pip install --quiet ".[cpu]"
 fi
 export GANTERP_RUNTIME_PYTHON="$runtime_env/bin/python"
