@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -431,18 +432,36 @@ class Cluster:
             if progress is not None:
                 progress(Progress(done_frames, total_frames))
 
-        def finish(index: int) -> None:
-            outcome = outcomes[index]
+        # Joins run on one thread beside the loop (PyAV releases the GIL), so workers are fed meanwhile.
+        joiner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ganterp-join")
+        joining: dict[Future, int] = {}
+
+        def join(index: int) -> Path:
             began = time.perf_counter()
             try:
-                outcome.output = stores[index].join()
+                return stores[index].join()
+            finally:
                 self.driver_times["join"] += time.perf_counter() - began
-            except GanterpError as exc:
-                outcome.error = exc
-                stores[index].close_failed()
-            outcome.wall_s = time.perf_counter() - wall
-            if on_done is not None:
-                on_done(outcome)
+
+        def finish(index: int) -> None:
+            joining[joiner.submit(join, index)] = index
+
+        def collect(block: bool) -> None:
+            """Hand over the finished joins (all of them where `block`)."""
+            for future in [f for f in joining if block or f.done()]:
+                index = joining.pop(future)
+                outcome = outcomes[index]
+                try:
+                    outcome.output = future.result()
+                except GanterpError as exc:
+                    outcome.error = exc
+                except Exception as exc:  # a disk or system fault while joining
+                    outcome.error = RenderError(f"joining {jobs[index].output} failed: {exc}")
+                if outcome.error is not None:
+                    stores[index].close_failed()
+                outcome.wall_s = time.perf_counter() - wall
+                if on_done is not None:
+                    on_done(outcome)
 
         def fail(index: int, error: GanterpError) -> None:
             outcomes[index].error = error
@@ -461,6 +480,7 @@ class Cluster:
                 if not remaining[index]:
                     finish(index)
             if not queue:
+                collect(block=True)
                 return outcomes
             self.start()
             shipments = self._ship_models(ray, jobs, {item.job_index for item in queue})
@@ -469,8 +489,9 @@ class Cluster:
             load = dict.fromkeys(alive, 0)
             last_check = time.monotonic()
             while queue or in_flight:
-                for worker in sorted(alive, key=lambda w: load[w]):
-                    while queue and load[worker] < IN_FLIGHT_PER_WORKER:
+                # Round-robin, one level at a time: every worker gets its first segment before any its second.
+                for level, worker in [(lv, w) for lv in range(1, IN_FLIGHT_PER_WORKER + 1) for w in sorted(alive)]:
+                    if queue and load[worker] < level:
                         item = queue.popleft()
                         job = jobs[item.job_index]
                         ref = self._actors[worker].render.remote(
@@ -482,6 +503,7 @@ class Cluster:
                 if not in_flight:
                     break
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+                collect(block=False)
                 for ref in ready:
                     worker, item = in_flight.pop(ref)
                     load[worker] -= 1
@@ -545,6 +567,9 @@ class Cluster:
             if isinstance(exc, _SegmentFailed):
                 raise RenderError(str(exc) + _kept_note(stores)) from None
             raise
+        finally:
+            joiner.shutdown(wait=True)
+        collect(block=True)
         return outcomes
 
     def render_one(
