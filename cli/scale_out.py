@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ganterp_fast.engine.errors import GanterpError, InputError, RenderError
 
-# A fault the workers inject into themselves (tests of fault tolerance): see cluster.Fault.parse.
+# A fault the workers inject into themselves (tests of fault tolerance): see worker.Fault.parse.
 FAULT_ENV = "GANTERP_WORKER_FAULT"
 
 

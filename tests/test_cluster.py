@@ -26,9 +26,10 @@ from reliability_helpers import assert_error, cli
 
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed: pip install 'ganterp-fast[ray]'")
 
-from ganterp_fast.engine.cluster import Cluster, Fault  # noqa: E402
+from ganterp_fast.engine.cluster import Cluster  # noqa: E402
 from ganterp_fast.engine.job import prepare  # noqa: E402
 from ganterp_fast.engine.resume import segments_folder  # noqa: E402
+from ganterp_fast.engine.worker import Fault  # noqa: E402
 from media import render_options  # noqa: E402
 
 FPS = "8"
