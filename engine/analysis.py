@@ -326,7 +326,8 @@ def analyze_tv(
     column index) marks the change from column i to column i + 1; the last point is then the
     last distance's column, one before the last column. With smoothing N >= 1 it runs on the
     smoothed signal, one value per column (the original code). The alphas follow the signal
-    per column either way; a column's video time is `Analysis.column_times()`.
+    per column either way; the path reaches column j at 128 j / sample_rate seconds of video
+    (`Analysis.column_times()` gives the centres of the columns' windows, 128 samples later).
     """
     tv = normalized_tv(raw_tv)
     signal = smooth(tv, options.smoothing)
