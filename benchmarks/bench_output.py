@@ -64,7 +64,13 @@ def time_x264(gan: np.ndarray, size: tuple[int, int], preset: str, threads: int,
     options = EncodeOptions(preset=preset, threads=threads)
     seconds = 0.0
     with VideoWriter(
-        folder / f"x264-{width}x{height}.mp4", width=width, height=height, fps=30, audio=None, options=options
+        folder / f"x264-{width}x{height}.mp4",
+        width=width,
+        height=height,
+        fps=30,
+        audio=None,
+        options=options,
+        overwrite=True,
     ) as writer:
         for first in range(0, len(gan), 4):
             batch = gan[first : first + 4]
@@ -108,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
                     for count in threads:
                         key = ("x264", name, preset, count)
                         best[key] = max(best.get(key, 0.0), time_x264(gan, size, preset, count, Path(folder)))
+                measured = {" ".join(map(str, k[2:])): round(v, 1) for k, v in best.items() if k[1] == name}
+                print(f"{name}: {measured}", flush=True)
     rows = []
     for name in sizes:
         size = (args.resolution, args.resolution) if name == "native" else parse_size(name)
@@ -128,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         "cpu_flags": cpu_flags(),
         "fps": {" ".join(map(str, key)): value for key, value in best.items()},
     }
-    write_results("bench_output", results, table + note, args.out)
+    write_results("output", results, table + note, args.out)
 
 
 if __name__ == "__main__":

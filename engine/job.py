@@ -444,7 +444,7 @@ def prepare(
     full_frames = 0
     if options.output.preview:  # the same path sampled at the preview's frame times t = k / preview_fps
         full_frames = frame_count(analysis.duration_s, fps)
-        fps = parse_fps(options.output.preview_fps)
+        fps = min(parse_fps(options.output.preview_fps), fps)  # never more frames than the full render
     path = LatentPath(analysis, options.path, fps)
     times.path = time.perf_counter() - started
     return RenderJob(
