@@ -7,6 +7,7 @@ can tell channel 0 from a mix.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,6 +122,34 @@ def parity_speech(sr: int, seconds: float, seed: int = 1) -> np.ndarray:
     syllables = (np.sin(2 * np.pi * 4 * t) > 0).astype(float)
     words = (np.sin(2 * np.pi * 0.4 * t + rng.uniform(0, 6)) > -0.3).astype(float)
     return (0.3 * carrier * syllables * words).astype(np.float32)
+
+
+# ---------------------------------------------------------------- generator inputs and measures
+
+
+def latents(
+    batch: int, truncation: float | np.ndarray, seed: int = 0, *, mixed: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """z as the engine draws it (its truncated normal, times the truncation), and one-hot or
+    two-class mixed class vectors; float32."""
+    from ganterp_fast.engine.contract import NUM_CLASSES, Z_DIM
+    from ganterp_fast.engine.path import truncated_normal
+
+    rng = np.random.default_rng(seed)
+    z = truncated_normal(rng, (batch, Z_DIM)) * np.reshape(truncation, (-1, 1))
+    classes = np.zeros((batch, NUM_CLASSES), dtype=np.float32)
+    for row in range(batch):
+        a, b = rng.choice(NUM_CLASSES, 2, replace=False)
+        share = rng.uniform(0.2, 0.8) if mixed else 1.0
+        classes[row, a] += share
+        classes[row, b] += 1.0 - share
+    return z.astype(np.float32), classes
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of two uint8-range images or frame stacks, in dB (inf when equal)."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

@@ -30,11 +30,6 @@ RATE = 22050
 # ---------------------------------------------------------------- helpers
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
-
-
 def decode(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as container:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
@@ -170,10 +165,10 @@ def test_fit_in_a_wide_frame(clips, tiny_onnx, generator, tmp_path, fit):
     for got, frame in zip(decoded, gan):
         if fit == "crop":  # the centre of the frame at 16:9, filling the whole picture
             cover = scaled(frame, 256, 256)[56:200]
-            assert psnr(got, cover) > 30
+            assert media.psnr(got, cover) > 30
             continue
         centre = got[:, 56:200]
-        assert psnr(centre, scaled(frame, 144, 144)) > 30
+        assert media.psnr(centre, scaled(frame, 144, 144)) > 30
         sides = np.concatenate([got[:, :50], got[:, 206:]], axis=1)
         if fit == "pad":
             assert sides.max() <= 20  # black bars (within x264's ringing)
@@ -200,7 +195,7 @@ def test_presets_keep_their_aspect(clips, tiny_onnx, generator, tmp_path, preset
     gan = gan_frames(job, generator)
     side = min(width, height)
     x, y = (width - side) // 2, (height - side) // 2
-    assert psnr(decoded[-1][y : y + side, x : x + side], scaled(gan[-1], side, side)) > 30
+    assert media.psnr(decoded[-1][y : y + side, x : x + side], scaled(gan[-1], side, side)) > 30
 
 
 # ---------------------------------------------------------------- layouts
@@ -217,12 +212,12 @@ def test_side_by_side_follows_the_25fps_source_frame_by_frame(clips, tiny_onnx, 
     for index, (got, frame) in enumerate(zip(decoded, gan)):
         t = 0.3 + index / 30
         right = scaled(frame, 144, 144)
-        assert psnr(got[:, 256 + 56 : 256 + 200], right) > 30
+        assert media.psnr(got[:, 256 + 56 : 256 + 200], right) > 30
         expected = scaled(on_screen(source, t), 256, 144)
-        match = psnr(got[:, :256], expected)
+        match = media.psnr(got[:, :256], expected)
         assert match > 30, (index, match)
         for other in (t - 0.04, t + 0.04):  # the neighbouring source frames do not match as well
-            assert match > psnr(got[:, :256], scaled(on_screen(source, other), 256, 144)) + 3
+            assert match > media.psnr(got[:, :256], scaled(on_screen(source, other), 256, 144)) + 3
 
 
 def test_stack_follows_a_variable_frame_rate_source(clips, tiny_onnx, generator, tmp_path):
@@ -234,9 +229,9 @@ def test_stack_follows_a_variable_frame_rate_source(clips, tiny_onnx, generator,
     assert decoded[0].shape == (256, 128, 3) and len(decoded) == 30  # 128 x 128 source above, 128 x 128 GAN
     matched = 0
     for index, (got, frame) in enumerate(zip(decoded, gan)):
-        assert psnr(got[128:], as_decoded(frame)) > 30
+        assert media.psnr(got[128:], as_decoded(frame)) > 30
         expected = scaled(on_screen(source, 0.5 + index / 30), 128, 128)
-        assert psnr(got[:128], expected) > 30, index
+        assert media.psnr(got[:128], expected) > 30, index
         matched += 1
     assert matched == 30
 
@@ -253,9 +248,9 @@ def test_pip_sits_in_its_corner(clips, tiny_onnx, generator, tmp_path, corner):
     y = 144 - margin - h if corner == "bottom-right" else margin
     for index, got in enumerate(decoded):
         inset = got[y : y + h, x : x + w]
-        assert psnr(inset, scaled(on_screen(source, index / 30), w, h)) > 28
+        assert media.psnr(inset, scaled(on_screen(source, index / 30), w, h)) > 28
     gan = gan_frames(job, generator)
-    assert psnr(decoded[0][:, 56:200][20:110, 20:120], scaled(gan[0], 144, 144)[20:110, 20:120]) > 30
+    assert media.psnr(decoded[0][:, 56:200][20:110, 20:120], scaled(gan[0], 144, 144)[20:110, 20:120]) > 30
 
 
 def test_layout_segments_equal_a_single_pass(clips, tiny_onnx, generator, tmp_path):

@@ -6,6 +6,7 @@ import math
 import sys
 from pathlib import Path
 
+import media
 import numpy as np
 import pytest
 from ganterp_fast.engine.errors import InputError, MissingExtraError, ModelError, ProviderError
@@ -23,30 +24,10 @@ from ganterp_fast.engine.generator import (
 TRUNCATIONS = (0.4, 0.58, 1.0)
 
 
-def latents(
-    batch: int, truncation: float | np.ndarray, seed: int = 0, *, mixed: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Truncated noise times the truncation, and one-hot or two-class mixed class vectors."""
-    rng = np.random.default_rng(seed)
-    z = np.clip(rng.standard_normal((batch, 128)), -2, 2) * np.reshape(truncation, (-1, 1))
-    classes = np.zeros((batch, 1000), dtype=np.float32)
-    for row in range(batch):
-        a, b = rng.choice(1000, 2, replace=False)
-        share = rng.uniform(0.2, 0.8) if mixed else 1.0
-        classes[row, a] += share
-        classes[row, b] += 1.0 - share
-    return z.astype(np.float32), classes
-
-
 def reference(model, z: np.ndarray, classes: np.ndarray, truncation: float) -> np.ndarray:
     from ganterp_fast.export import reference_frames
 
     return reference_frames(model, z, classes, truncation)
-
-
-def psnr(frames: np.ndarray, ref: np.ndarray) -> float:
-    mse = float(np.mean((frames.astype(np.float64) - ref) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 # -- parity with the reference ---------------------------------------------------------------
@@ -60,7 +41,7 @@ def generator(tiny_onnx: Path) -> Generator:
 @pytest.mark.parametrize("batch", [1, 5])
 @pytest.mark.parametrize("truncation", TRUNCATIONS)
 def test_fp32_matches_pytorch(generator: Generator, tiny_model, batch: int, truncation: float) -> None:
-    z, classes = latents(batch, truncation, seed=batch)
+    z, classes = media.latents(batch, truncation, seed=batch)
     frames = generator(z, classes, truncation=truncation)
     assert frames.dtype == np.uint8 and frames.shape == (batch, 128, 128, 3)
     diff = np.abs(frames.astype(np.float64) - reference(tiny_model, z, classes, truncation))
@@ -69,7 +50,7 @@ def test_fp32_matches_pytorch(generator: Generator, tiny_model, batch: int, trun
 
 def test_per_sample_truncation_matches_pytorch(generator: Generator, tiny_model) -> None:
     truncations = np.array([0.4, 0.58, 1.0, 0.05])
-    z, classes = latents(4, truncations, seed=7)
+    z, classes = media.latents(4, truncations, seed=7)
     frames = generator(z, classes, truncation=truncations)
     for row, t in enumerate(truncations):
         ref = reference(tiny_model, z[row : row + 1], classes[row : row + 1], float(t))
@@ -80,13 +61,13 @@ def test_per_sample_truncation_matches_pytorch(generator: Generator, tiny_model)
 def test_fp16_psnr(tiny_onnx_fp16: Path, tiny_model, truncation: float) -> None:
     g16 = Generator(tiny_onnx_fp16, device="cpu")
     assert g16.precision == "fp16"
-    z, classes = latents(5, truncation, seed=11)
+    z, classes = media.latents(5, truncation, seed=11)
     frames = g16(z, classes, truncation=truncation)
-    assert psnr(frames, reference(tiny_model, z, classes, truncation)) >= 35.0
+    assert media.psnr(frames, reference(tiny_model, z, classes, truncation)) >= 35.0
 
 
 def test_outputs_vary_with_inputs(generator: Generator) -> None:
-    z, classes = latents(4, 0.4, seed=3)
+    z, classes = media.latents(4, 0.4, seed=3)
     base = generator(z, classes, 0.4).astype(np.float64)
     assert all(frame.std() > 10 for frame in base), "flat images"
     other_z = generator(z[::-1].copy(), classes, 0.4).astype(np.float64)
@@ -147,13 +128,13 @@ def test_truncation_weights_float64_rounding() -> None:
 
 @pytest.mark.parametrize("bad", [0.0, -0.1, 1.2, float("nan"), float("inf")])
 def test_truncation_outside_range(generator: Generator, bad: float) -> None:
-    z, classes = latents(1, 0.4)
+    z, classes = media.latents(1, 0.4)
     with pytest.raises(InputError, match="truncation"):
         generator(z, classes, truncation=bad)
 
 
 def test_bad_input_shapes(generator: Generator) -> None:
-    z, classes = latents(2, 0.4)
+    z, classes = media.latents(2, 0.4)
     with pytest.raises(InputError, match="z has shape"):
         generator(z[:, :100], classes)
     with pytest.raises(InputError, match="class_vectors has shape"):
@@ -250,5 +231,5 @@ def test_silent_cpu_fallback_is_caught(generator: Generator) -> None:
 def test_cuda_matches_cpu(tiny_onnx_fp16: Path, tiny_model) -> None:
     gpu = Generator(tiny_onnx_fp16, device="cuda")
     assert gpu.device == "cuda" and CUDA in gpu.providers
-    z, classes = latents(5, 0.4, seed=5)
-    assert psnr(gpu(z, classes, 0.4), reference(tiny_model, z, classes, 0.4)) >= 35.0
+    z, classes = media.latents(5, 0.4, seed=5)
+    assert media.psnr(gpu(z, classes, 0.4), reference(tiny_model, z, classes, 0.4)) >= 35.0

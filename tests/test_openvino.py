@@ -8,7 +8,6 @@ run everywhere (capabilities passed in, or a cpuinfo file named by GANTERP_CPUIN
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 import time
@@ -50,11 +49,6 @@ FAKE_AMX = Bf16Capability("Test CPU with AMX", ("amx_bf16",), VERSION, ("BF16", 
 CPUINFO_NO_BF16 = "processor\t: 0\nmodel name\t: Old CPU v2\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
-
-
 @pytest.fixture(scope="module")
 def fp32(tiny_onnx: Path) -> Generator:
     return Generator(tiny_onnx, device="cpu")
@@ -76,7 +70,7 @@ def test_bf16_frames_match_fp32_above_the_gate(bf16: OpenVinoGenerator, fp32: Ge
     frames = bf16(z, classes, truncation=truncations)
     expected = fp32(z, classes, truncation=truncations)
     assert frames.dtype == np.uint8 and frames.shape == expected.shape == (8, 128, 128, 3)
-    value = psnr(frames, expected)
+    value = media.psnr(frames, expected)
     print(f"tiny model, bf16 vs ONNX Runtime fp32: {value:.1f} dB, max {np.abs(frames.astype(int) - expected).max()}")
     assert value >= GATE_PSNR_DB
     assert bf16.providers == ["OpenVINO CPU bf16"] and bf16.device == "cpu" and bf16.resolution == 128
@@ -266,6 +260,21 @@ def test_cli_bf16_without_native_bf16_is_exit_2(song: Path, tiny_onnx: Path, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cpuinfo"]
 
 
+def test_cli_auto_precision_follows_the_cpu(song: Path, tiny_onnx: Path, tmp_path: Path) -> None:
+    """--precision auto (the default): bf16 through OpenVINO where native, ONNX Runtime fp32 where not."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO_NO_BF16)
+    args = ("render", song, "--model", tiny_onnx, "--fps", "6", "--preset", "ultrafast", "-v", "-y")
+    plain = cli(*args, "-o", tmp_path / "old-cpu.mp4", env={"GANTERP_CPUINFO": cpuinfo})
+    assert plain.returncode == 0, plain.stderr
+    assert "(CPUExecutionProvider)" in plain.stderr and "OpenVINO CPU bf16" not in plain.stderr
+    if not HERE.native:
+        return
+    here = cli(*args, "-o", tmp_path / "here.mp4")
+    assert here.returncode == 0, here.stderr
+    assert "(OpenVINO CPU bf16)" in here.stderr and "held-out latents: PSNR" in here.stderr
+
+
 @needs_bf16
 def test_cli_render_bf16(song: Path, tiny_onnx: Path, tmp_path: Path) -> None:
     outputs = {}
@@ -283,6 +292,6 @@ def test_cli_render_bf16(song: Path, tiny_onnx: Path, tmp_path: Path) -> None:
         with av.open(str(path)) as container:
             decoded[precision] = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     assert decoded["bf16"].shape == decoded["fp32"].shape and len(decoded["bf16"]) == 24
-    value = psnr(decoded["bf16"], decoded["fp32"])
+    value = media.psnr(decoded["bf16"], decoded["fp32"])
     print(f"bf16 render vs fp32 render, decoded: {value:.1f} dB")
     assert value >= 30  # 35 dB between raw frames, less after H.264 of each

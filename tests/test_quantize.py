@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import media
 import numpy as np
 import pytest
 
@@ -21,24 +22,6 @@ ALL_INT8_MIN_PSNR = 25.0
 ALL_INT8 = Int8Settings(float_convs=0)
 # The tiny graph: 43 convolutions, the last (RGB) always fp32.
 QUANTISABLE_CONVS = 42
-
-
-def latents(batch: int, truncation: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Truncated noise times the truncation and two-class mixed class vectors."""
-    rng = np.random.default_rng(seed)
-    z = np.clip(rng.standard_normal((batch, 128)), -2, 2) * truncation
-    classes = np.zeros((batch, 1000), dtype=np.float32)
-    for row in range(batch):
-        a, b = rng.choice(1000, 2, replace=False)
-        share = rng.uniform(0.2, 0.8)
-        classes[row, a] += share
-        classes[row, b] += 1.0 - share
-    return z.astype(np.float32), classes
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 def metadata(path: Path) -> dict[str, str]:
@@ -85,11 +68,11 @@ def test_engine_runs_int8_close_to_fp32(all_int8: QuantizeReport, tiny_onnx: Pat
     fp32 = Generator(tiny_onnx, device="cpu")
     assert int8.precision == "int8" and fp32.precision == "fp32"
     for truncation, seed in ((0.4, 11), (1.0, 12)):
-        z, classes = latents(4, truncation, seed)
+        z, classes = media.latents(4, truncation, seed)
         frames, reference = int8(z, classes, truncation), fp32(z, classes, truncation)
         assert frames.dtype == np.uint8 and frames.shape == (4, 128, 128, 3)
         assert frames.std() > 20 and len(np.unique(frames)) > 200, "flat or saturated output"
-        assert psnr(frames, reference) >= ALL_INT8_MIN_PSNR - 1.0  # other latents than the gate's
+        assert media.psnr(frames, reference) >= ALL_INT8_MIN_PSNR - 1.0  # other latents than the gate's
     assert all_int8.psnr_db >= ALL_INT8_MIN_PSNR
 
 
