@@ -61,6 +61,13 @@ def add_direction_args(group: argparse._ArgumentGroup, *, cues_help: str) -> Non
         help="strength of the onset pulse: z jumps on each onset (librosa) and relaxes between them; 0: off "
         "(default: %(default)s)",
     )
+    group.add_argument(
+        "--pulse-truncation",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="the same pulse on the truncation: T x (1 + S x pulse), at most 1; 0: off (default: %(default)s)",
+    )
 
 
 def _classes(args: argparse.Namespace) -> tuple[str, ...]:
@@ -74,8 +81,9 @@ def directed_options(args: argparse.Namespace, *, read_cues: bool) -> tuple[Anal
     a flag left at its default takes the sheet's value, a flag set to another value than the
     sheet's is an error. --classes, --classes-at and --cues exclude each other.
     """
-    if not (isinstance(args.pulse, float) and math.isfinite(args.pulse) and args.pulse >= 0):
-        raise InputError(f"--pulse must be a number >= 0 (0: off), got {args.pulse}")
+    for flag, value in (("--pulse", args.pulse), ("--pulse-truncation", args.pulse_truncation)):
+        if not (isinstance(value, float) and math.isfinite(value) and value >= 0):
+            raise InputError(f"{flag} must be a number >= 0 (0: off), got {value}")
     given = [flag for flag, value in (("--classes", args.classes), ("--classes-at", args.classes_at)) if value]
     if read_cues and args.cues:
         given.append("--cues")
@@ -87,9 +95,14 @@ def directed_options(args: argparse.Namespace, *, read_cues: bool) -> tuple[Anal
     analysis = analysis_options(args)
     if args.classes_at:
         sheet = parse_classes_at(args.classes_at, seed=args.seed, z_mode=args.z_mode, truncation=args.truncation)
-        return analysis, PathOptions.from_sheet(sheet, pulse=args.pulse)
+        return analysis, PathOptions.from_sheet(sheet, pulse=args.pulse, pulse_truncation=args.pulse_truncation)
     path = PathOptions(
-        classes=_classes(args), z_mode=args.z_mode, truncation=args.truncation, seed=args.seed, pulse=args.pulse
+        classes=_classes(args),
+        z_mode=args.z_mode,
+        truncation=args.truncation,
+        seed=args.seed,
+        pulse=args.pulse,
+        pulse_truncation=args.pulse_truncation,
     )
     return analysis, path
 
@@ -106,7 +119,7 @@ def _path_for_sheet(args: argparse.Namespace, sheet: CueSheet) -> PathOptions:
     _conflict("--seed", args.seed, _PATH.seed, sheet.seed, sheet)
     _conflict("--z-mode", args.z_mode, _PATH.z_mode, sheet.z_mode, sheet)
     _conflict("--truncation", args.truncation, _PATH.truncation, sheet.truncation, sheet)
-    return PathOptions.from_sheet(sheet, pulse=args.pulse)
+    return PathOptions.from_sheet(sheet, pulse=args.pulse, pulse_truncation=args.pulse_truncation)
 
 
 def _analysis_for_sheet(args: argparse.Namespace, sheet: CueSheet) -> AnalysisOptions:
@@ -119,7 +132,7 @@ def _analysis_for_sheet(args: argparse.Namespace, sheet: CueSheet) -> AnalysisOp
     for name, flag in _ANALYSIS_FLAGS.items():
         _conflict(flag, getattr(args, name), getattr(_ANALYSIS, name), getattr(options, name), sheet)
     # The cues' times are the sheet's own: no snapping; the signal still gives the alphas.
-    options = replace(options, snap_to_beats=False, onsets=bool(args.pulse))
+    options = replace(options, snap_to_beats=False, onsets=bool(args.pulse or args.pulse_truncation))
     for flag, mine, theirs, default in (
         ("--start", args.start, sheet.start, 0.0),
         ("--duration", args.duration, sheet.duration, None),

@@ -98,7 +98,7 @@ def analysis_options(args: argparse.Namespace) -> AnalysisOptions:
         smoothing=args.smoothing,
         analysis_source=args.analysis_source,
         snap_to_beats=args.snap_to_beats,
-        onsets=bool(getattr(args, "pulse", 0.0)),
+        onsets=bool(getattr(args, "pulse", 0.0) or getattr(args, "pulse_truncation", 0.0)),
     )
 
 

@@ -530,13 +530,15 @@ class BatchRunner:
         self.truncation = truncation
         self.batch_size = batch_size
 
-    def __call__(self, z: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    def __call__(self, z: np.ndarray, classes: np.ndarray, truncations: np.ndarray | None = None) -> np.ndarray:
+        """Frames of z and classes; `truncations` (one per frame, e.g. a pulse) replaces the fixed one."""
         outputs = []
         start = 0
         while start < len(z):
             stop = min(start + self.batch_size, len(z))
+            truncation = self.truncation if truncations is None else truncations[start:stop]
             try:
-                outputs.append(self.generator(z[start:stop], classes[start:stop], truncation=self.truncation))
+                outputs.append(self.generator(z[start:stop], classes[start:stop], truncation=truncation))
             except Exception as exc:
                 if not is_out_of_memory(exc) or self.batch_size == 1:
                     raise
@@ -572,9 +574,10 @@ class _overlapped:
                 last = min(first + self.runner.batch_size, self.stop_frame)
                 began = time.perf_counter()
                 z, classes = self.job.path.frames(first, last)
+                truncations = self.job.path.truncations(first, last)
                 times.path += time.perf_counter() - began
                 began = time.perf_counter()
-                frames = self.runner(z, classes)
+                frames = self.runner(z, classes, truncations)
                 times.inference += time.perf_counter() - began
                 self._put((first, frames))
                 first = last

@@ -51,15 +51,25 @@ class PathOptions:
     cues: CueSheet | None = None
     #: Strength of the onset pulse on z (0: off); needs an analysis with onsets.
     pulse: float = 0.0
+    #: Strength of the onset pulse on the truncation: T * (1 + S * pulse), at most 1 (0: off).
+    pulse_truncation: float = 0.0
 
     @classmethod
-    def from_sheet(cls, sheet: CueSheet, *, pulse: float = 0.0) -> PathOptions:
+    def from_sheet(cls, sheet: CueSheet, *, pulse: float = 0.0, pulse_truncation: float = 0.0) -> PathOptions:
         """The options that render `sheet`: its seed, z mode and truncation."""
-        return cls(z_mode=sheet.z_mode, truncation=sheet.truncation, seed=sheet.seed, cues=sheet, pulse=pulse)
+        return cls(
+            z_mode=sheet.z_mode,
+            truncation=sheet.truncation,
+            seed=sheet.seed,
+            cues=sheet,
+            pulse=pulse,
+            pulse_truncation=pulse_truncation,
+        )
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.pulse, (int, float)) and math.isfinite(self.pulse) and self.pulse >= 0):
-            raise InputError(f"pulse must be a number >= 0 (0: off), got {self.pulse}")
+        for name, value in (("pulse", self.pulse), ("pulse on the truncation", self.pulse_truncation)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise InputError(f"{name} must be a number >= 0 (0: off), got {value}")
         if self.cues is not None:
             if self.classes:
                 raise InputError("give either classes or cues, not both: the cues name their classes")
@@ -168,7 +178,7 @@ class LatentPath:
         self._column_times = np.arange(n) * analysis.hop_length / analysis.sample_rate
         self.num_frames = frame_count(analysis.duration_s, self.fps)
         self._pulse = self._pulse_times = self._pulse_direction = None
-        if options.pulse > 0:
+        if options.pulse > 0 or options.pulse_truncation > 0:
             self._prepare_pulse(options)
 
     def _prepare_pulse(self, options: PathOptions) -> None:
@@ -209,7 +219,7 @@ class LatentPath:
         z = self.z_points[low] * (1 - frac)[:, None] + self.z_points[high] * frac[:, None]
         same = self._z_index[low] == self._z_index[high]  # one z (fixed mode, or a repeated z): exactly it
         z[same] = self.z_points[low[same]]
-        if self._pulse is not None:
+        if self._pulse is not None and self.options.pulse > 0:
             strength = self.options.pulse * self.options.truncation * self.pulse(np.arange(start, stop))
             bound = TRUNCNORM_BOUND * self.options.truncation
             z = np.clip(z + (strength[:, None] * self._pulse_direction).astype(np.float32), -bound, bound)
@@ -219,6 +229,14 @@ class LatentPath:
         np.add.at(vectors, (rows, classes[low]), 1 - frac)
         np.add.at(vectors, (rows, classes[high]), frac)
         return z.astype(np.float32), vectors
+
+    def truncations(self, start: int, stop: int) -> np.ndarray | None:
+        """Per-frame truncations for frames start..stop-1 with a pulse on the truncation; else None
+        (the generator takes `options.truncation` for every frame)."""
+        if self._pulse is None or self.options.pulse_truncation <= 0:
+            return None
+        boost = 1.0 + self.options.pulse_truncation * self.pulse(np.arange(start, stop))
+        return np.minimum(self.options.truncation * boost, 1.0)
 
     def batches(
         self, batch_size: int, start: int = 0, stop: int | None = None
