@@ -257,17 +257,16 @@ def run_render(
     crf: int,
     preset: str,
     capture: list[np.ndarray] | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
-    from ganterp_fast.engine.render import RenderOptions, render
+    from ganterp_fast.engine.encode import EncodeOptions
+    from ganterp_fast.engine.options import ModelOptions, RenderOptions
+    from ganterp_fast.engine.render import render
 
     options = RenderOptions(
-        model=str(model),
-        batch_size=batch_size,
-        threads=threads,
+        model=ModelOptions(model=str(model), precision=precision, batch_size=batch_size, threads=threads),
         fps=fps,
-        crf=crf,
-        preset=preset,
-        encoder_threads=encoder_threads or 0,
+        encode=EncodeOptions(crf=crf, preset=preset, threads=encoder_threads or 0),
         overwrite=True,
         path=path_options,
         analysis=analysis_options,
@@ -330,6 +329,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--variants", action="store_true", help="also render with 1 ORT thread, with 1 x264 thread, with batch 1 and 8"
     )
     parser.add_argument("--int8", action="store_true", help="also render with the gated int8 quantisation")
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also render in bf16 (OpenVINO, CPUs with native bf16); bench_bf16 adds eager bf16 autocast",
+    )
     parser.add_argument(
         "--work",
         type=Path,
@@ -441,9 +445,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
     if int8 is not None:
         plans.append(("int8 (gated)", int8, args.batch_size, threads, None))
+    if args.bf16:
+        plans.append(("bf16 (OpenVINO)", fp32, args.batch_size, threads, None))
     for label, model_path, batch, ort_threads, x264 in plans:
         output = out_dir / f"variant-{len(variants)}.mp4"
-        frames: list[np.ndarray] | None = [] if model_path != fp32 else None
+        precision = "bf16" if label.startswith("bf16") else "fp32" if model_path == fp32 else "auto"
+        frames: list[np.ndarray] | None = [] if precision != "fp32" else None
         variants[label] = run_render(
             music,
             output,
@@ -452,6 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=ort_threads,
             encoder_threads=x264,
             capture=frames,
+            precision=precision,
             **common,
         )
         if frames is not None:  # another precision: how far from the eager frames
