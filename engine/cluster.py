@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -264,6 +265,7 @@ class Cluster:
         """
         from .job import SEGMENT_SECONDS, Progress
         from .resume import SegmentStore
+        from .segments import encode_soundtrack
 
         ray = import_ray()
         wall = time.perf_counter()
@@ -277,8 +279,16 @@ class Cluster:
         for index, job in enumerate(jobs):
             ranges = job.segments(segment_seconds or SEGMENT_SECONDS)
             store = SegmentStore(job, ranges)
-            kept = store.open(resume=resume)
             stores.append(store)
+            try:
+                kept = store.open(resume=resume)
+            except GanterpError as exc:  # e.g. --resume with another job's segments: this song alone
+                if len(jobs) == 1:
+                    raise
+                outcomes[index].error = exc
+                remaining.append(set())
+                per_job.append([])
+                continue
             remaining.append({r for r in ranges if r not in kept})
             done_frames += sum(b - a for a, b in kept)
             per_job.append([_Pending(index, a, b) for a, b in ranges if (a, b) not in kept])
@@ -293,10 +303,16 @@ class Cluster:
         # Joins run on one thread beside the loop (PyAV releases the GIL), so workers are fed meanwhile.
         joiner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ganterp-join")
         joining: dict[Future, int] = {}
+        # Each song's soundtrack is encoded while its segments render; the join copies its packets.
+        encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ganterp-soundtrack")
+        soundtracks: dict[int, Future] = {}
+        stop = threading.Event()
 
         def join(index: int) -> Path:
             began = time.perf_counter()
             try:
+                if index in soundtracks:
+                    soundtracks[index].result()
                 return stores[index].join()
             finally:
                 self.driver_times["join"] += time.perf_counter() - began
@@ -335,11 +351,19 @@ class Cluster:
         try:
             report()
             for index in range(len(jobs)):
-                if not remaining[index]:
+                if outcomes[index].error is not None:
+                    if on_done is not None:
+                        on_done(outcomes[index])
+                elif not remaining[index]:
                     finish(index)
             if not queue:
                 collect(block=True)
                 return outcomes
+            for index in sorted({item.job_index for item in queue}):
+                if not stores[index].soundtrack.is_file():
+                    soundtracks[index] = encoder.submit(
+                        encode_soundtrack, jobs[index], stores[index].soundtrack, stop=stop
+                    )
             self.start()
             shipments = self._ship_models(ray, jobs, {item.job_index for item in queue})
             job_refs = {index: ray.put(jobs[index]) for index in {item.job_index for item in queue}}
@@ -416,6 +440,7 @@ class Cluster:
                         "no worker is left (every worker died and its restarts are spent)" + _kept_note(stores)
                     )
         except BaseException as exc:
+            stop.set()
             for ref in in_flight:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref)
@@ -426,6 +451,9 @@ class Cluster:
                 raise RenderError(str(exc) + _kept_note(stores)) from None
             raise
         finally:
+            for future in soundtracks.values():
+                future.cancel()
+            encoder.shutdown(wait=True)
             joiner.shutdown(wait=True)
         collect(block=True)
         return outcomes

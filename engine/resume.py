@@ -68,6 +68,11 @@ class SegmentStore:
     def path(self, start: int, stop: int) -> Path:
         return self.folder / f"{start:09d}-{stop:09d}.mp4"
 
+    @property
+    def soundtrack(self) -> Path:
+        """The soundtrack encoded ahead of the join (`segments.encode_soundtrack`), where one was."""
+        return self.folder / "soundtrack.m4a"
+
     def open(self, *, resume: bool) -> dict[tuple[int, int], Path]:
         """Prepare the folder; the finished segments of this job kept from before (`resume` only).
 
@@ -157,7 +162,8 @@ class SegmentStore:
         missing = [r for r in self.ranges if not self.path(*r).is_file()]
         if missing:
             raise RenderError(f"segments {missing[0][0]}..{missing[0][1]} missing from {self.folder}")
-        output = join(self.job, [(a, b, self.path(a, b)) for a, b in self.ranges])
+        encoded = self.soundtrack if self.soundtrack.is_file() else None
+        output = join(self.job, [(a, b, self.path(a, b)) for a, b in self.ranges], soundtrack=encoded)
         self.clear()
         return output
 

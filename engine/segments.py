@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from .job import RenderJob
 
 log = logging.getLogger(__name__)
+
+_STOP_CHECK_SECONDS = 5.0  # encode_soundtrack looks at its stop flag this often (seconds of audio)
 
 Segment = tuple[int, int, Path]  # first frame, end frame (exclusive), file
 
@@ -48,8 +51,13 @@ def join(
     *,
     output: str | os.PathLike[str] | None = None,
     overwrite: bool | None = None,
+    soundtrack: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Stream-copy `segments` (in order) into `output` (default: the job's) with the soundtrack."""
+    """Stream-copy `segments` (in order) into `output` (default: the job's) with the soundtrack.
+
+    `soundtrack`: a file whose first audio stream is the job's soundtrack encoded already
+    (`encode_soundtrack`, made while the segments render): its packets are copied instead.
+    """
     import av
 
     segments = [(int(a), int(b), Path(p)) for a, b, p in segments]
@@ -65,7 +73,7 @@ def join(
         options = {"movflags": "+faststart"} if container_format != "matroska" and job.options.encode.faststart else {}
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(av.open(os.fspath(temporary), "w", format=container_format, options=options))
-            _copy(job, segments, out)
+            _copy(job, segments, out, Path(soundtrack) if soundtrack is not None else None)
         if not overwrite and target.exists():
             raise InputError(f"output {target} appeared while joining: pass --overwrite (-y) to replace it")
         os.replace(temporary, target)
@@ -79,13 +87,80 @@ def join(
     return target
 
 
-def _copy(job: RenderJob, segments: list[Segment], out) -> None:  # out: av.container.OutputContainer
+def encode_soundtrack(
+    job: RenderJob, destination: str | os.PathLike[str], *, stop: threading.Event | None = None
+) -> Path:
+    """The job's soundtrack alone, encoded as `join` would, into an .m4a (written beside, renamed).
+
+    `stop`: checked every few seconds of audio; once set, the file is dropped (RenderError)."""
+    import av
+
+    target = Path(destination)
+    temporary = target.with_name(f".{target.name}.partial")
+    try:
+        with av.open(os.fspath(temporary), "w", format="mp4") as out:
+            track = Soundtrack(
+                out,
+                job.soundtrack.info,
+                start=job.soundtrack.start,
+                duration=job.soundtrack.duration_s,
+                bitrate=job.options.encode.audio_bitrate,
+            )
+            seconds = _STOP_CHECK_SECONDS
+            while seconds < job.soundtrack.duration_s:
+                if stop is not None and stop.is_set():
+                    raise RenderError(f"encoding the soundtrack of {job.output} was stopped")
+                track.mux_until(seconds)
+                seconds += _STOP_CHECK_SECONDS
+            track.mux_until(None)
+            track.close()
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    return target
+
+
+class _CopiedSoundtrack:
+    """`Soundtrack`'s interface over an encoded audio file: its packets copied up to a time."""
+
+    def __init__(self, path: Path, out) -> None:  # out: av.container.OutputContainer
+        import av
+
+        try:
+            self.source = av.open(os.fspath(path))
+            stream = self.source.streams.audio[0]
+        except (av.FFmpegError, OSError, IndexError) as exc:
+            raise RenderError(f"soundtrack {path} cannot be read: {exc}") from exc
+        self.stream = out.add_stream_from_template(stream)
+        self.out, self.time_base = out, stream.time_base
+        self.packets = (p for p in self.source.demux(stream) if p.dts is not None)
+        self.pending = None
+
+    def mux_until(self, seconds: float | None) -> None:
+        while True:
+            packet = self.pending if self.pending is not None else next(self.packets, None)
+            self.pending = None
+            if packet is None:
+                return
+            if seconds is not None and packet.pts * self.time_base >= seconds:
+                self.pending = packet
+                return
+            packet.stream = self.stream
+            self.out.mux(packet)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _copy(job: RenderJob, segments: list[Segment], out, encoded: Path | None = None) -> None:  # out: OutputContainer
     import av
 
     fps = Fraction(job.fps)
     video = None
     reference: tuple | None = None
-    soundtrack: Soundtrack | None = None
+    soundtrack: Soundtrack | _CopiedSoundtrack | None = None
     last_dts: int | None = None  # in the output stream's time base, once known
     for start, stop, path in segments:
         try:
@@ -102,12 +177,16 @@ def _copy(job: RenderJob, segments: list[Segment], out) -> None:  # out: av.cont
             if reference is None:
                 reference = facts
                 video = out.add_stream_from_template(stream)
-                soundtrack = Soundtrack(
-                    out,
-                    job.soundtrack.info,
-                    start=job.soundtrack.start,
-                    duration=job.soundtrack.duration_s,
-                    bitrate=job.options.encode.audio_bitrate,
+                soundtrack = (
+                    _CopiedSoundtrack(encoded, out)
+                    if encoded is not None
+                    else Soundtrack(
+                        out,
+                        job.soundtrack.info,
+                        start=job.soundtrack.start,
+                        duration=job.soundtrack.duration_s,
+                        bitrate=job.options.encode.audio_bitrate,
+                    )
                 )
             elif facts != reference:
                 changed = [
