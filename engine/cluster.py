@@ -264,7 +264,7 @@ class Cluster:
         SEGMENT_ATTEMPTS workers) raises RenderError. Ctrl-C cancels the work and leaves no output.
         """
         from .job import SEGMENT_SECONDS, Progress
-        from .resume import SegmentStore
+        from .resume import SegmentStore, copyable_soundtrack
         from .segments import encode_soundtrack
 
         ray = import_ray()
@@ -360,7 +360,7 @@ class Cluster:
                 collect(block=True)
                 return outcomes
             for index in sorted({item.job_index for item in queue}):
-                if not stores[index].soundtrack.is_file():
+                if not stores[index].soundtrack.is_file() and copyable_soundtrack(jobs[index]) is None:
                     soundtracks[index] = encoder.submit(
                         encode_soundtrack, jobs[index], stores[index].soundtrack, stop=stop
                     )

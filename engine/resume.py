@@ -55,6 +55,21 @@ def describe_changes(old: dict[str, Any], new: dict[str, Any], *, limit: int = 4
     return ", ".join(parts) or "the fingerprint"
 
 
+# Containers whose AAC packets go into the output as they are (mp4 and QuickTime files).
+_AAC_CONTAINERS = (".mp4", ".m4a", ".m4v", ".mov")
+
+
+def copyable_soundtrack(job: RenderJob) -> Path | None:
+    """The input itself where its soundtrack can be copied instead of re-encoded: AAC in an
+    mp4/mov, the whole of it (no excerpt), no other bit rate asked for; None otherwise."""
+    source, info = job.source, job.source.info
+    if info.codec != "aac" or info.path.suffix.lower() not in _AAC_CONTAINERS or not info.exact:
+        return None
+    if source.start or source.duration is not None or job.analysis.num_samples < info.num_samples:
+        return None
+    return None if job.options.encode.audio_bitrate else info.path
+
+
 class SegmentStore:
     """The hidden folder of one output's finished segments: `open` it, `add` segments, `clear` it."""
 
@@ -162,7 +177,7 @@ class SegmentStore:
         missing = [r for r in self.ranges if not self.path(*r).is_file()]
         if missing:
             raise RenderError(f"segments {missing[0][0]}..{missing[0][1]} missing from {self.folder}")
-        encoded = self.soundtrack if self.soundtrack.is_file() else None
+        encoded = self.soundtrack if self.soundtrack.is_file() else copyable_soundtrack(self.job)
         output = join(self.job, [(a, b, self.path(a, b)) for a, b in self.ranges], soundtrack=encoded)
         self.clear()
         return output

@@ -237,3 +237,26 @@ def test_ray_without_the_extra(song, tmp_path) -> None:
     )
     assert_error(result, 2, "[ray]", "pip install")
     assert os.listdir(tmp_path) == []
+
+
+def test_an_aac_soundtrack_is_copied(song, tiny_onnx, tmp_path) -> None:
+    """An mp4 input with AAC audio, no excerpt: the segmented render copies its audio packets
+    (the same bytes as the input's), in sync with the video; the frames are one process's."""
+    clip = media.write_video(tmp_path / "clip.mp4", media.music(8000, 3.0), 8000, fps=8)
+    job = prepare(clip, tmp_path / "copied.mp4", options(tiny_onnx))
+    from ganterp_fast.engine.resume import copyable_soundtrack, render_segmented
+
+    assert copyable_soundtrack(job) == clip
+    copied = render_segmented(job, segment_seconds=SEGMENT).output
+    single = prepare(clip, tmp_path / "single.mp4", options(tiny_onnx)).run().output
+    assert_same_frames(copied, single)
+
+    def packets(path: Path) -> list[bytes]:
+        with av.open(os.fspath(path)) as container:
+            return [bytes(p) for p in container.demux(container.streams.audio[0]) if p.size]
+
+    assert packets(copied) == packets(clip)
+    audio, audio_s, video_s = audio_of(copied)
+    assert abs(audio_s - video_s) < 0.15 and audio.shape[1] >= 8000 * 3
+    excerpt = prepare(clip, tmp_path / "cut.mp4", options(tiny_onnx), start=0.5)
+    assert copyable_soundtrack(excerpt) is None
