@@ -424,6 +424,7 @@ def prepare(
 
     options = options or RenderOptions()
     times = StageTimes()
+    prepare_started = time.perf_counter()
     source = open_source(input_path, start=start, duration=duration)
     if same_file(source.path, output_path):
         raise InputError(f"output {output_path} is the input file: choose another name for the video")
@@ -447,6 +448,7 @@ def prepare(
         fps = min(parse_fps(options.output.preview_fps), fps)  # never more frames than the full render
     path = LatentPath(analysis, options.path, fps)
     times.path = time.perf_counter() - started
+    times.wall = time.perf_counter() - prepare_started  # `run` adds its own: the wall time covers both
     return RenderJob(
         source=source,
         output=output,
