@@ -3,7 +3,9 @@
 #
 # 1. PyTorch 2.13.0 first (a CPU build where one is on the machine), so the [export] extra
 #    finds it instead of pulling the multi-GB CUDA build.
-# 2. The package with its CPU runtime, exporter, plots, test tools and Ray (the scale-out tests).
+# 2. The package with its CPU runtime, exporter, plots, test tools, Ray (the scale-out tests) and
+#    the web page ([ui]); Debian's chromium for the page's browser tests where it is missing
+#    (Playwright drives it; its own browser downloads are never used).
 # 3. A second virtual environment with only the runtime ([cpu], no torch): the tests render
 #    from an exported .onnx in it, proving deployments need no PyTorch.
 # 4. The lint and format gate (ruff), then pytest.
@@ -12,7 +14,11 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
 "$PYTHON" -m pip install --quiet torch==2.13.0
-"$PYTHON" -m pip install --quiet -e ".[cpu,export,plot,test,ray]"
+"$PYTHON" -m pip install --quiet -e ".[cpu,export,plot,test,ray,ui]"
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+        || echo "scripts/test.sh: chromium could not be installed; the browser tests will be skipped" >&2
+fi
 
 runtime_env=${GANTERP_RUNTIME_VENV:-"$PWD/.venv-runtime"}
 if [ ! -x "$runtime_env/bin/ganterp-fast" ]; then

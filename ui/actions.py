@@ -2,14 +2,16 @@
 
 The cue table is a cue sheet: it is drawn from the analysis exactly as `analyze --cues`
 draws one (`cues.sheet_from_path`), written back as a `.csv` sheet with the analysis's
-header, and rendered through the same translation as `render --cues` (`cli.direct.
-directed_options`, then `job.prepare` and `RenderJob.run`). No step has a second
-implementation here; this module only shapes values for the page and its messages.
+header, and rendered as `ganterp-fast render INPUT --cues SHEET ...` would: the render
+command's own parser and `render_cmd.options_from_args` make the options, then
+`job.prepare` and `RenderJob.run`. No step has a second implementation here; this module
+only shapes values for the page and its messages.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import logging
@@ -18,7 +20,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -99,7 +101,7 @@ def table_rows(sheet: CueSheet) -> list[list[Any]]:
 # ---------------------------------------------------------------------------- editing
 
 
-def _rows(rows: Any) -> list[list[Any]]:
+def table_cells(rows: Any) -> list[list[Any]]:
     """The table's rows as lists (Gradio hands a list of lists, or a DataFrame), blank rows dropped."""
     if rows is None:
         return []
@@ -125,7 +127,7 @@ def _cue_number(rows: list[list[Any]], number: Any) -> int:
 
 def set_class(rows: Any, number: Any, label: str | None) -> list[list[Any]]:
     """Cue `number` (1-based) shows the class `label` (a picker label, a name or an index)."""
-    rows = _rows(rows)
+    rows = table_cells(rows)
     k = _cue_number(rows, number)
     if not label or not str(label).strip():
         raise InputError("no class chosen: type a few letters of a name in the class picker and pick one")
@@ -135,7 +137,7 @@ def set_class(rows: Any, number: Any, label: str | None) -> list[list[Any]]:
 
 def add_cue(rows: Any, number: Any, duration_s: float) -> list[list[Any]]:
     """A cue after cue `number`, halfway to the next one (or to the end), with a z of its own."""
-    rows = _rows(rows)
+    rows = table_cells(rows)
     k = _cue_number(rows, number)
     here = _float(rows[k][0])
     after = _float(rows[k + 1][0]) if k + 1 < len(rows) else duration_s
@@ -145,7 +147,7 @@ def add_cue(rows: Any, number: Any, duration_s: float) -> list[list[Any]]:
 
 
 def delete_cue(rows: Any, number: Any) -> list[list[Any]]:
-    rows = _rows(rows)
+    rows = table_cells(rows)
     k = _cue_number(rows, number)
     if len(rows) == 1:
         raise InputError("the last cue cannot be deleted: a video needs at least one class")
@@ -181,7 +183,7 @@ def write_table_sheet(base: CueSheet, rows: Any, path: str | os.PathLike[str], *
     header = format_sheet(replace(base, cues=(), truncation=truncation), ".csv")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    for time_s, label, z, transition in _rows(rows):
+    for time_s, label, z, transition in table_cells(rows):
         label = _cell(label)
         match = _LABEL.match(label)
         cls, name = (match.group(2), match.group(1)) if match else (label, "")
@@ -208,33 +210,44 @@ def table_message(message: str, sheet_path: str | os.PathLike[str]) -> str:
     return message.replace(f"{name} (path header)", "the path settings").replace(name, "the cue table")
 
 
-def sheet_options(sheet_path: str | os.PathLike[str], *, pulse: float = 0.0) -> tuple[argparse.Namespace, Any, Any]:
-    """The analysis and path options of a sheet, through `render --cues`'s own translation.
+def render_command(
+    input_path: str | os.PathLike[str],
+    sheet_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    model: ModelOptions,
+    fps: str = "30",
+    pulse: float = 0.0,
+    output_flags: Sequence[str] = (),
+) -> list[str]:
+    """The `ganterp-fast render` command line of a page's render."""
+    argv = ["render", os.fspath(input_path), "--cues", os.fspath(sheet_path), "-o", os.fspath(output)]
+    argv += ["--model", model.model, "--device", model.device, "--precision", model.precision]
+    if model.weights:
+        argv += ["--weights", model.weights]
+    argv += ["--fps", str(fps), "--pulse", repr(float(pulse)), *output_flags]
+    return argv
 
-    Returns (the flags as the CLI would hold them, with the sheet's excerpt; analysis; path).
+
+def parse_render_command(argv: Sequence[str]) -> tuple[argparse.Namespace, RenderOptions]:
+    """The flags and `RenderOptions` exactly as `ganterp-fast render` makes them (`render_cmd.options_from_args`).
+
+    A value argparse refuses is an `InputError` with argparse's own line. The namespace holds
+    the excerpt the cue sheet gives (`start`, `duration`).
     """
-    from ganterp_fast.cli.direct import directed_options
+    from ganterp_fast.cli.main import build_parser
+    from ganterp_fast.cli.render_cmd import options_from_args
 
-    args = argparse.Namespace(
-        cues=os.fspath(sheet_path),
-        classes=None,
-        classes_at=None,
-        pulse=float(pulse),
-        seed=_PATH.seed,
-        z_mode=_PATH.z_mode,
-        truncation=_PATH.truncation,
-        threshold=_ANALYSIS.threshold,
-        inflection_type=_ANALYSIS.inflection_type,
-        absolute_threshold=_ANALYSIS.absolute_threshold,
-        rolling_length=_ANALYSIS.rolling_length,
-        smoothing=_ANALYSIS.smoothing,
-        analysis_source=_ANALYSIS.analysis_source,
-        snap_to_beats=False,
-        start=0.0,
-        duration=None,
-    )
-    analysis, path = directed_options(args, read_cues=True)
-    return args, analysis, path
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            args = build_parser().parse_args(list(argv))
+    except SystemExit:
+        lines = [line for line in errors.getvalue().splitlines() if "error:" in line]
+        raise InputError(lines[-1].split("error:", 1)[1].strip() if lines else "the settings were refused") from None
+    options = options_from_args(args)
+    args.input = args.input[0] if isinstance(args.input, list) and args.input else args.input
+    return args, options
 
 
 def check_sheet(sheet_path: str | os.PathLike[str]) -> CueSheet:
@@ -311,17 +324,17 @@ def render_sheet(
     model: ModelOptions,
     fps: str = "30",
     pulse: float = 0.0,
-    extra: dict[str, Any] | None = None,
+    output_flags: Sequence[str] = (),
     generators: GeneratorCache | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> RenderResult:
-    """`render INPUT --cues SHEET -o OUTPUT`: the same options, the same job, the same frames.
+    """`ganterp-fast render INPUT --cues SHEET -o OUTPUT ...`: the same options, job and frames.
 
-    `extra`: further `RenderOptions` fields (such as the output's size and layout).
+    `output_flags`: the size, fit, layout and preview flags, as the command line takes them.
     """
+    argv = render_command(input_path, sheet_path, output, model=model, fps=fps, pulse=pulse, output_flags=output_flags)
     try:
-        args, analysis, path = sheet_options(sheet_path, pulse=pulse)
-        options = RenderOptions(model=model, fps=fps, analysis=analysis, path=path, **(extra or {}))
+        args, options = parse_render_command(argv)
         job = prepare(input_path, output, options, start=args.start, duration=args.duration, progress=progress)
         generator = generators.get(job) if generators is not None else None
         return job.run(generator=generator, progress=progress)
@@ -336,11 +349,17 @@ def render_summary(result: RenderResult, *, limit: int = 12) -> str:
     height = getattr(result, "height", 0) or result.resolution
     cues = ", ".join(f"{t:.2f} s {all_classes()[c].name}" for t, c in result.classes[:limit])
     more = " ..." if len(result.classes) > limit else ""
+    full = getattr(result, "full_frames", 0)
+    preview = (
+        f"  \na preview: the full render's {full} frames would take about {_duration(result.full_render_seconds)} here"
+        if full
+        else ""
+    )
     return (
         f"**{result.frames} frames** at {float(result.fps):g} fps, {width}x{height}, "
         f"{result.analysis.duration_s:.2f} s of audio; {times.wall:.1f} s "
         f"({result.frames_per_second:.1f} frames/s on {result.device})  \n"
-        f"cues: {cues}{more}"
+        f"cues: {cues}{more}{preview}"
     )
 
 

@@ -18,9 +18,10 @@ from typing import Any
 import gradio as gr
 from ganterp_fast.engine.analysis import AnalysisOptions
 from ganterp_fast.engine.beats import SOURCES
+from ganterp_fast.engine.compose import FITS, LAYOUTS, SIZE_PRESETS
 from ganterp_fast.engine.errors import GanterpError, InputError
 from ganterp_fast.engine.inflection import INFLECTION_TYPES
-from ganterp_fast.engine.options import ModelOptions
+from ganterp_fast.engine.options import ModelOptions, OutputOptions
 from ganterp_fast.engine.path import Z_MODES, PathOptions
 from ganterp_fast.ui import actions
 from ganterp_fast.ui.session import Workspace
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 
 _ANALYSIS = AnalysisOptions()
 _PATH = PathOptions()
+_OUTPUT = OutputOptions()
+MODEL_SIZE = "the model's"
+NO_LAYOUT = "none"
+SIZE_CHOICES = [MODEL_SIZE, *SIZE_PRESETS]
 FPS_CHOICES = ["24", "25", "30", "30000/1001", "60", "native"]
 AUDIO_VIDEO_TYPES = [
     *(f".{s}" for s in ("wav", "flac", "mp3", "ogg", "opus", "m4a", "aac")),
@@ -45,8 +50,24 @@ class PageOptions:
     title: str = "ganterp-fast"
 
 
-def on_page(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a handler; a library error (or any other) reaches the page as one readable line."""
+def _size(limit: str | int) -> str:
+    """An upload limit as the page states it ('1 GB')."""
+    if isinstance(limit, str):
+        return limit
+    for unit, scale in (("TB", 1000**4), ("GB", 1000**3), ("MB", 1000**2), ("kB", 1000)):
+        if limit >= scale:
+            return f"{limit / scale:g} {unit}"
+    return f"{limit} bytes"
+
+
+def page_errors(fn: Callable[..., Any], shorten: Callable[[str], str] = str) -> Callable[..., Any]:
+    """Run a handler; a library error (or any other) reaches the page as one readable line.
+
+    `shorten` rewrites the line (the workspace's paths to the names the user knows).
+    """
+
+    def error(text: str) -> gr.Error:
+        return gr.Error(shorten(text), print_exception=False)
 
     @functools.wraps(fn)
     def handler(*args: Any, **kwargs: Any) -> Any:
@@ -55,17 +76,16 @@ def on_page(fn: Callable[..., Any]) -> Callable[..., Any]:
         except gr.Error:
             raise
         except GanterpError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            raise error(str(exc)) from None
         except MemoryError:
-            raise gr.Error("out of memory: try a shorter excerpt", print_exception=False) from None
+            raise error("out of memory: try a shorter excerpt") from None
         except OSError as exc:
             reason = " ".join(str(exc.strerror or exc).split())
-            where = f": {exc.filename}" if exc.filename else ""
-            raise gr.Error(f"{reason}{where}", print_exception=False) from None
+            raise error(f"{reason}: {exc.filename}" if exc.filename else reason) from None
         except Exception as exc:  # a fault: logged with its traceback on the server, one line on the page
             log.exception("%s failed", fn.__name__)
             reason = " ".join(str(exc).split()) or type(exc).__name__
-            raise gr.Error(f"unexpected error ({type(exc).__name__}): {reason}", print_exception=False) from None
+            raise error(f"unexpected error ({type(exc).__name__}): {reason}") from None
 
     return handler
 
@@ -73,6 +93,10 @@ def on_page(fn: Callable[..., Any]) -> Callable[..., Any]:
 def build(options: PageOptions, workspace: Workspace) -> gr.Blocks:
     """The Blocks app over `workspace` (uploads, plots, sheets and videos live in its session folders)."""
     generators = actions.GeneratorCache()
+
+    def on_page(fn: Callable[..., Any]) -> Callable[..., Any]:
+        return page_errors(fn, workspace.shorten)
+
     model = options.model
     weights = " (seeded random weights)" if model.weights == "random" else ""
 
@@ -106,14 +130,14 @@ def build(options: PageOptions, workspace: Workspace) -> gr.Blocks:
             start=float(start or 0.0),
             duration=actions.number_or_none(duration),
         )
-        return result.sheet, str(result.plot), result.summary, result.rows, 1
+        return result.sheet, str(result.plot), result.summary, result.rows
 
     @on_page
     def on_upload(
         file, start, duration, threshold, inflection, smoothing, source, snap, seed, z_mode, request: gr.Request
     ) -> tuple:
         if not file:
-            return (gr.skip(),) * 6
+            return (gr.skip(),) * 5
         session = request.session_hash
         path = str(workspace.adopt_upload(session, file))
         controls = (start, duration, threshold, inflection, smoothing, source, snap, seed, z_mode)
@@ -135,14 +159,14 @@ def build(options: PageOptions, workspace: Workspace) -> gr.Blocks:
         input_path, start, duration, threshold, inflection, smoothing, source, snap, seed, z_mode, request: gr.Request
     ) -> tuple:
         if not input_path:
-            return (gr.skip(),) * 5
+            return (gr.skip(),) * 4
         controls = (start, duration, threshold, inflection, smoothing, source, snap, seed, z_mode)
         return analysed(request.session_hash, input_path, controls)
 
     @on_page
     def on_select(rows: Any, event: gr.SelectData) -> tuple:
         row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
-        table = actions._rows(rows)
+        table = actions.table_cells(rows)
         label = table[row][1] if 0 <= row < len(table) else None
         choices = actions.class_choices()
         return row + 1, (label if label in choices else gr.skip())
@@ -162,13 +186,13 @@ def build(options: PageOptions, workspace: Workspace) -> gr.Blocks:
         return actions.delete_cue(rows, number)
 
     @on_page
-    def on_save_sheet(sheet: Any, rows: Any, truncation: float, request: gr.Request) -> str:
+    def on_save_sheet(sheet: Any, rows: Any, truncation: float, request: gr.Request) -> Any:
         if sheet is None:
             raise InputError("no cues yet: upload an audio or video file, or use the example music")
         path = workspace.new_file(request.session_hash, "cues", ".csv")
         actions.write_table_sheet(sheet, rows, path, truncation=float(truncation))
         actions.check_sheet(path)
-        return str(path)
+        return gr.update(value=str(path), visible=True)
 
     @on_page
     def on_render(
@@ -178,15 +202,27 @@ def build(options: PageOptions, workspace: Workspace) -> gr.Blocks:
         truncation: float,
         fps: str,
         pulse: float,
+        size: str | None,
+        fit: str,
+        layout: str,
+        preview: bool,
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple:
         if not input_path or sheet is None:
             raise InputError("no audio yet: upload an audio or video file, or use the example music")
         session = request.session_hash
+        output_flags = ["--fit", fit]
+        if size and size != MODEL_SIZE:
+            output_flags += ["--size", str(size).strip()]
+        if layout and layout != NO_LAYOUT:
+            output_flags += ["--layout", layout]
+        if preview:
+            output_flags.append("--preview")
         sheet_path = workspace.new_file(session, "cues", ".csv")
         actions.write_table_sheet(sheet, rows, sheet_path, truncation=float(truncation))
-        output = workspace.new_file(session, f"{Path(input_path).stem}-ganterp", ".mp4")
+        stem = f"{Path(input_path).stem}-{'preview' if preview else 'ganterp'}"
+        output = workspace.new_file(session, stem, ".mp4")
 
         def report(done: int | None, total: int | None, text: str) -> None:
             progress((done, total) if total else None, desc=text, unit="frames")
@@ -198,6 +234,7 @@ def build(options: PageOptions, workspace: Workspace) -> gr.Blocks:
             model=model,
             fps=str(fps or "30"),
             pulse=float(pulse or 0.0),
+            output_flags=output_flags,
             generators=generators,
             progress=actions.ProgressText(report),
         )
@@ -216,65 +253,87 @@ def build(options: PageOptions, workspace: Workspace) -> gr.Blocks:
         )
         input_state = gr.State(None)
         sheet_state = gr.State(None)
-        with gr.Row():
+        with gr.Row(equal_height=True):
             upload = gr.File(
-                label="Audio or video file", file_types=AUDIO_VIDEO_TYPES, type="filepath", elem_id="upload", scale=3
+                label=f"Audio or video file (up to {_size(options.max_file_size)})",
+                file_types=AUDIO_VIDEO_TYPES,
+                type="filepath",
+                height=150,
+                elem_id="upload",
+                scale=3,
             )
             with gr.Column(scale=1):
                 example = gr.Button("Use the example music", elem_id="example")
-                start = gr.Number(0.0, label="start (s)", minimum=0, elem_id="start")
-                duration = gr.Number(0.0, label="duration (s; 0: to the end)", minimum=0, elem_id="duration")
+                with gr.Row():
+                    start = gr.Number(0.0, label="start (s)", minimum=0, elem_id="start")
+                    duration = gr.Number(0.0, label="duration (s; 0: to the end)", minimum=0, elem_id="duration")
         with gr.Row():
             threshold = gr.Number(_ANALYSIS.threshold, label="threshold", minimum=0, step=0.001, elem_id="threshold")
             inflection = gr.Radio(
                 list(INFLECTION_TYPES), value=_ANALYSIS.inflection_type, label="inflection type", elem_id="inflection"
             )
             smoothing = gr.Number(
-                _ANALYSIS.smoothing, label="smoothing (columns)", minimum=0, precision=0, elem_id="smoothing"
+                _ANALYSIS.smoothing, label="smoothing (columns; 0: none)", minimum=0, precision=0, elem_id="smoothing"
             )
             source = gr.Radio(list(SOURCES), value=_ANALYSIS.analysis_source, label="analysis source")
             snap = gr.Checkbox(False, label="snap to beats")
-        summary = gr.Markdown("Upload a file to see its analysis.", elem_id="summary")
-        plot = gr.Image(label="Analysis", type="filepath", interactive=False, elem_id="plot")
-        with gr.Row():
-            seed = gr.Number(_PATH.seed, label="seed", minimum=0, precision=0, elem_id="seed")
-            z_mode = gr.Radio(list(Z_MODES), value=_PATH.z_mode, label="z mode")
-            truncation = gr.Slider(
-                0.02, 1.0, value=_PATH.truncation, step=0.01, label="truncation", elem_id="truncation"
-            )
-            fps = gr.Dropdown(FPS_CHOICES, value="30", allow_custom_value=True, label="fps", elem_id="fps")
-            pulse = gr.Number(0.0, label="pulse (0: off)", minimum=0, step=0.1, elem_id="pulse")
-        table = gr.Dataframe(
-            headers=actions.TABLE_HEADERS,
-            datatype=["number", "str", "number", "str"],
-            type="array",
-            interactive=True,
-            label="Cues: one row per change (time in seconds, class, z number, smooth or cut)",
-            elem_id="cues",
+        summary = gr.Markdown("Upload a file, or use the example music, to see its analysis.", elem_id="summary")
+        plot = gr.Image(
+            label="Analysis", type="filepath", interactive=False, buttons=["download", "fullscreen"], elem_id="plot"
         )
         with gr.Row():
-            cue_number = gr.Number(1, label="cue", minimum=1, precision=0, elem_id="cue-number", scale=1)
-            picker = gr.Dropdown(
-                actions.class_choices(),
-                value=None,
-                filterable=True,
-                label="class (type to search the 1000 names)",
-                elem_id="class-picker",
-                scale=3,
-            )
-            set_class = gr.Button("Set the cue's class", elem_id="set-class", scale=1)
-            add = gr.Button("Add a cue after it", elem_id="add-cue", scale=1)
-            delete = gr.Button("Delete it", elem_id="delete-cue", scale=1)
-        with gr.Row():
-            render = gr.Button("Render", variant="primary", elem_id="render", scale=3)
-            save_sheet = gr.Button("Save the cue sheet", elem_id="save-sheet", scale=1)
-        sheet_file = gr.File(label="Cue sheet", interactive=False, elem_id="sheet-file")
+            with gr.Column(scale=1):
+                with gr.Row():
+                    seed = gr.Number(_PATH.seed, label="seed", minimum=0, precision=0, elem_id="seed")
+                    z_mode = gr.Radio(list(Z_MODES), value=_PATH.z_mode, label="z mode")
+                truncation = gr.Slider(
+                    0.02, 1.0, value=_PATH.truncation, step=0.01, label="truncation", elem_id="truncation"
+                )
+                with gr.Row():
+                    fps = gr.Dropdown(FPS_CHOICES, value="30", allow_custom_value=True, label="fps", elem_id="fps")
+                    pulse = gr.Number(0.0, label="pulse (0: off)", minimum=0, step=0.1, elem_id="pulse")
+                with gr.Row():
+                    size = gr.Dropdown(
+                        SIZE_CHOICES, value=MODEL_SIZE, allow_custom_value=True, label="size (or WxH)", elem_id="size"
+                    )
+                    fit = gr.Radio(list(FITS), value=_OUTPUT.fit, label="fit", elem_id="fit")
+                layout = gr.Radio([NO_LAYOUT, *LAYOUTS], value=NO_LAYOUT, label="layout with the input's video")
+                preview = gr.Checkbox(
+                    False, label=f"preview: {_OUTPUT.preview_fps} fps, at most 512 px, fast", elem_id="preview"
+                )
+            with gr.Column(scale=2):
+                table = gr.Dataframe(
+                    headers=actions.TABLE_HEADERS,
+                    datatype=["number", "str", "number", "str"],
+                    type="array",
+                    interactive=True,
+                    label="Cues: one row per change (time in seconds, class, z number, smooth or cut); "
+                    "changing the analysis or the seed draws them again",
+                    elem_id="cues",
+                )
+                with gr.Row():
+                    cue_number = gr.Number(1, label="cue", minimum=1, precision=0, elem_id="cue-number", scale=1)
+                    picker = gr.Dropdown(
+                        actions.class_choices(),
+                        value=None,
+                        filterable=True,
+                        label="class (type to search the 1000 names)",
+                        elem_id="class-picker",
+                        scale=3,
+                    )
+                with gr.Row():
+                    set_class = gr.Button("Set the cue's class", elem_id="set-class")
+                    add = gr.Button("Add a cue after it", elem_id="add-cue")
+                    delete = gr.Button("Delete it", elem_id="delete-cue")
+                    save_sheet = gr.Button("Save the cue sheet", elem_id="save-sheet")
+                sheet_file = gr.File(label="Cue sheet", interactive=False, visible=False, elem_id="sheet-file")
+        render = gr.Button("Render", variant="primary", elem_id="render")
         status = gr.Markdown(elem_id="render-status")
-        video = gr.Video(label="Music video", interactive=False, elem_id="video")
+        video = gr.Video(label="Music video", interactive=False, height=420, elem_id="video")
         download = gr.DownloadButton("Download the video", visible=False, elem_id="download")
 
         controls = [start, duration, threshold, inflection, smoothing, source, snap, seed, z_mode]
-        analysis_outputs = [sheet_state, plot, summary, table, cue_number]
+        analysis_outputs = [sheet_state, plot, summary, table]
         upload.upload(on_upload, [upload, *controls], [input_state, *analysis_outputs])
         example.click(on_example, controls, [input_state, *analysis_outputs])
         for control in controls:
@@ -292,7 +351,7 @@ def build(options: PageOptions, workspace: Workspace) -> gr.Blocks:
         save_sheet.click(on_save_sheet, [sheet_state, table, truncation], [sheet_file])
         render.click(
             on_render,
-            [input_state, sheet_state, table, truncation, fps, pulse],
+            [input_state, sheet_state, table, truncation, fps, pulse, size, fit, layout, preview],
             [video, download, status],
             concurrency_limit=1,
             concurrency_id="render",

@@ -67,6 +67,11 @@ class Workspace:
                 parent.rmdir()
         _remove(self.sessions / (_SAFE.sub("_", session) or "anonymous"))
 
+    def shorten(self, text: str) -> str:
+        """A message with the paths of files in the workspace cut to their names (what the user uploaded)."""
+        root = re.escape(os.path.abspath(self.root))
+        return re.sub(root + r"/(?:[^\s/]+/)*", "", text)
+
     def close(self) -> None:
         """Remove everything (the server stops)."""
         _remove(self.root)
