@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from ganterp_fast.cli.main import main
 from ganterp_fast.engine.analysis import AnalysisOptions, analyze
+from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.example import EXAMPLE_SECONDS
 from ganterp_fast.engine.path import frame_count
 from media import music, write_random_bytes, write_soundfile
@@ -356,6 +357,67 @@ def test_two_pages_render_at_once_each_with_its_own_files(server, browser, song,
         time.sleep(0.2)
     assert len(server.sessions()) == count - 1
     pages[1].close()
+
+
+# ------------------------------------------------------------- the table (no browser)
+
+
+def test_the_cue_table_is_the_cue_sheet_and_its_mistakes_name_the_cue(song, tmp_path) -> None:
+    from ganterp_fast.engine.cues import read_sheet
+    from ganterp_fast.engine.path import PathOptions
+    from ganterp_fast.ui import actions
+
+    page = actions.analyse(song, AnalysisOptions(threshold=0.0005), PathOptions(seed=3), tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 0
+    assert len(page.rows) == len(page.analysis.inflection_points)
+    # Unedited, the table reads back as the sheet `analyze --cues` writes (same classes, z, columns).
+    unedited = read_sheet(actions.write_table_sheet(page.sheet, page.rows, tmp_path / "a.csv", truncation=0.4))
+    rate = page.analysis.sample_rate / page.analysis.hop_length
+    assert [(c.class_id, c.z, c.transition) for c in unedited.cues] == [
+        (c.class_id, c.z, c.transition) for c in page.sheet.cues
+    ]
+    assert [round(c.time_s * rate) for c in unedited.cues] == [round(c.time_s * rate) for c in page.sheet.cues]
+    assert unedited.seed == 3 and unedited.analysis == page.sheet.analysis
+
+    rows = actions.set_class(page.rows, 2, actions.class_label(107))
+    rows = actions.add_cue(rows, 2, page.analysis.duration_s)
+    rows = actions.delete_cue(rows, 1)
+    edited = read_sheet(actions.write_table_sheet(page.sheet, rows, tmp_path / "b.csv", truncation=0.4))
+    assert edited.cues[0].class_id == 107 and edited.cues[1].class_id == 107  # the added cue copies its class
+    assert edited.cues[1].z == max(c.z for c in page.sheet.cues) + 1  # and has a z of its own
+
+    for cells, text in (
+        ({1: "jelyfish"}, "cue 2: unknown class 'jelyfish'; did you mean 'jellyfish'"),
+        ({1: "volcano (107)"}, "cue 2: class 107 is 'jellyfish' but name says 'volcano'"),
+        ({0: 0.0}, "cue 2: time 0.000 s is not after the cue before it"),
+        ({3: "fade"}, "cue 2: transition 'fade' must be smooth or cut"),
+    ):
+        broken = [list(r) for r in rows]
+        for column, value in cells.items():
+            broken[1][column] = value
+        path = actions.write_table_sheet(page.sheet, broken, tmp_path / "c.csv", truncation=0.4)
+        with pytest.raises(InputError) as error:
+            actions.check_sheet(path)
+        assert text in str(error.value) and str(path) not in str(error.value), str(error.value)
+    with pytest.raises(InputError, match="cue 9 does not exist: the table has cues 1 to"):
+        actions.set_class(rows, 9, "volcano")
+
+
+def test_the_page_without_the_ui_extra_says_how_to_install_it(tiny_onnx) -> None:
+    python = os.environ.get("GANTERP_RUNTIME_PYTHON")
+    if not python:
+        pytest.skip("GANTERP_RUNTIME_PYTHON is not set: scripts/test.sh builds a runtime-only environment and sets it")
+    done = subprocess.run(
+        [python, "-m", "ganterp_fast", "ui", "--model", str(tiny_onnx), "--port", str(_free_port())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        == "ganterp-fast ui: error: ganterp-fast ui needs the [ui] extra: pip install 'ganterp-fast[ui]'"
+    )
 
 
 # ---------------------------------------------------------------------- the command
