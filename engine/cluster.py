@@ -21,10 +21,11 @@ import contextlib
 import hashlib
 import logging
 import os
+import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,7 +146,8 @@ class Cluster:
         if ray.is_initialized():
             return cls(workers=workers, **kwargs)
         started = time.perf_counter()
-        ray.init(include_dashboard=False, log_to_driver=False, runtime_env=_runtime_env(), configure_logging=False)
+        with _keeping_sigterm():
+            ray.init(include_dashboard=False, log_to_driver=False, runtime_env=_runtime_env(), configure_logging=False)
         log.info("started a local Ray instance in %.1f s: %s", time.perf_counter() - started, _resources(ray))
         return cls(workers=workers, owns_ray=True, **kwargs)
 
@@ -157,13 +159,14 @@ class Cluster:
         if ray.is_initialized():
             return cls(workers=workers, **kwargs)
         try:
-            ray.init(
-                address=address,
-                include_dashboard=False,
-                log_to_driver=False,
-                runtime_env=_runtime_env(),
-                configure_logging=False,
-            )
+            with _keeping_sigterm():
+                ray.init(
+                    address=address,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    runtime_env=_runtime_env(),
+                    configure_logging=False,
+                )
         except (ConnectionError, ValueError, RuntimeError) as exc:
             reason = " ".join(str(exc).split())[:200]
             raise InputError(
@@ -348,6 +351,7 @@ class Cluster:
                 on_done(outcomes[index])
 
         in_flight: dict[Any, tuple[int, _Pending]] = {}
+        signals = _SignalWatch()
         try:
             report()
             for index in range(len(jobs)):
@@ -449,8 +453,10 @@ class Cluster:
                     store.close_failed()
             if isinstance(exc, _SegmentFailed):
                 raise RenderError(str(exc) + _kept_note(stores)) from None
+            signals.reraise(exc)
             raise
         finally:
+            signals.restore()
             for future in soundtracks.values():
                 future.cancel()
             encoder.shutdown(wait=True)
@@ -543,6 +549,48 @@ def _resources(ray) -> str:  # noqa: ANN001
     total = ray.cluster_resources()
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     return f"{nodes} nodes, {int(total.get('CPU', 0))} CPUs, {int(total.get('GPU', 0))} GPUs"
+
+
+class _SignalWatch:
+    """Notes a SIGTERM during a render: Ray's waits turn any signal's exception into a plain
+    KeyboardInterrupt, so the caller's SIGTERM handler is called again afterwards, outside Ray."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.previous: Any = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self.previous = signal.getsignal(signal.SIGTERM)
+        if callable(self.previous):
+            signal.signal(signal.SIGTERM, self._handler)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.seen = True
+        self.previous(signum, frame)
+
+    def restore(self) -> None:
+        if callable(self.previous):
+            signal.signal(signal.SIGTERM, self.previous)
+
+    def reraise(self, exc: BaseException) -> None:
+        if self.seen and type(exc) is KeyboardInterrupt:
+            self.restore()
+            self.previous(signal.SIGTERM, None)
+
+
+@contextlib.contextmanager
+def _keeping_sigterm() -> Iterator[None]:
+    """Ray's core installs its own SIGTERM handler (a stack dump and exit 1); keep the caller's,
+    so SIGTERM unwinds the render like Ctrl-C (the CLI: no output, exit 143)."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _quiet_ray_environment() -> None:

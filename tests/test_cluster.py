@@ -260,3 +260,21 @@ def test_an_aac_soundtrack_is_copied(song, tiny_onnx, tmp_path) -> None:
     assert abs(audio_s - video_s) < 0.15 and audio.shape[1] >= 8000 * 3
     excerpt = prepare(clip, tmp_path / "cut.mp4", options(tiny_onnx), start=0.5)
     assert copyable_soundtrack(excerpt) is None
+
+
+def test_sigterm_on_the_driver(ray_cluster, song, tiny_onnx, tmp_path) -> None:
+    """SIGTERM while the workers render: exit 143, one line, no video (Ray's own handler kept out)."""
+    output = tmp_path / "terminated.mp4"
+    env = {**os.environ, "GANTERP_WORKER_FAULT": "frames=none,sleep=0.4"}
+    command = [sys.executable, "-m", "ganterp_fast", "render", str(song), "-o", str(output), "--model", str(tiny_onnx)]
+    command += [*FLAGS, "-q", "--ray", ray_cluster.address, "--workers", "1"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 180
+    while not list(segments_folder(output).glob("*.mp4")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert process.poll() is None, process.stderr.read()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert stderr.strip() == "ganterp-fast render: terminated; nothing was written"
+    assert not output.exists()
