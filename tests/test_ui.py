@@ -257,10 +257,14 @@ def test_upload_tune_pick_render_watch_download(server, browser, song, tiny_onnx
     assert page.locator("#cues .virtual-row").count() == expected
     page.screenshot(path=shots / "2-threshold.png", full_page=True)
 
-    # Cue 2 becomes a jellyfish through the searchable picker.
-    page.locator("#cue-number input").fill("2")
-    page.locator("#class-picker input").click()
-    page.locator("#class-picker input").press_sequentially("jellyf")
+    # Cue 2 (picked by clicking its row) becomes a jellyfish through the searchable picker.
+    page.locator('#cues [data-testid="cell-1-1"]').click()
+    page.wait_for_function("() => document.querySelector('#cue-number input').value === '2'", timeout=20_000)
+    picker = page.locator("#class-picker input")
+    page.wait_for_function("() => document.querySelector('#class-picker input').value.includes('(')", timeout=20_000)
+    picker.click()
+    picker.fill("")
+    picker.press_sequentially("jellyf")
     page.locator('#class-picker li[aria-label="jellyfish (107)"]').click()
     page.locator("#set-class").click()
     page.wait_for_function(

@@ -12,13 +12,16 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 _SAFE = re.compile(r"[^A-Za-z0-9_-]")
+STAGING_AGE = 60.0  # seconds: an empty staging file this old belongs to an upload that has finished
 
 
 class Workspace:
@@ -66,6 +69,19 @@ class Workspace:
             if parent != self.root and self._inside(parent) and not any(parent.iterdir()):
                 parent.rmdir()
         _remove(self.sessions / (_SAFE.sub("_", session) or "anonymous"))
+        self.sweep()
+
+    def sweep(self, *, age: float = STAGING_AGE) -> None:
+        """Remove the empty staging files Gradio's upload parser leaves in its cache (one per upload),
+        once they are `age` seconds old (a file being uploaded into is written to, so it is newer)."""
+        now = time.time()
+        for path in self.root.glob("tmp*"):
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode) and info.st_size == 0 and now - info.st_mtime > age:
+                _remove(path)
 
     def shorten(self, text: str) -> str:
         """A message with the paths of files in the workspace cut to their names (what the user uploaded)."""
