@@ -23,7 +23,7 @@ from ganterp_fast.engine.providers import (
     ProviderPlan,
     plan_providers,
 )
-from test_generator import latents
+from media import latents
 
 
 @pytest.fixture(scope="module")
