@@ -201,12 +201,12 @@ def engine_render(
     record: bool = False,
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """One engine render of `music` (the generator opened here, so placement options can vary)."""
+    from ganterp_fast.engine.api import render
     from ganterp_fast.engine.backends import open_generator
     from ganterp_fast.engine.encode import EncodeOptions
     from ganterp_fast.engine.openvino_backend import PERFORMANCE_HINT, OpenVinoGenerator
     from ganterp_fast.engine.options import ModelOptions, RenderOptions
     from ganterp_fast.engine.path import PathOptions
-    from ganterp_fast.engine.render import render
 
     began = time.perf_counter()
     if precision == "bf16" and (config or performance_hint):

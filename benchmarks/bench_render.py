@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ganterp_fast.engine.render import StageTimes
+from ganterp_fast.engine.api import StageTimes
 
 from benchmarks.common import markdown_table, psnr, write_results
 from benchmarks.prepare import (
@@ -259,9 +259,9 @@ def run_render(
     capture: list[np.ndarray] | None = None,
     precision: str = "fp32",
 ) -> dict[str, Any]:
+    from ganterp_fast.engine.api import render
     from ganterp_fast.engine.encode import EncodeOptions
     from ganterp_fast.engine.options import ModelOptions, RenderOptions
-    from ganterp_fast.engine.render import render
 
     options = RenderOptions(
         model=ModelOptions(model=str(model), precision=precision, batch_size=batch_size, threads=threads),

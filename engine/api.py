@@ -1,4 +1,8 @@
-"""`render`: the one-call API over the render job (`job.prepare`, then `RenderJob.run`)."""
+"""`render`: the one-call API over the render job (`job.prepare`, then `RenderJob.run`).
+
+The module is `api`, not `render`, so that importing it never shadows the function on the
+`ganterp_fast.engine` package (`from ganterp_fast.engine import render` is always the function).
+"""
 
 from __future__ import annotations
 

@@ -213,7 +213,7 @@ def test_import_is_light_and_serves_the_public_api() -> None:
         "    assert getattr(ganterp_fast, name) is not None, name\n"
         "assert set(names) <= set(ganterp_fast.__all__) and set(names) <= set(dir(ganterp_fast))\n"
         "from ganterp_fast.engine.generator import Generator\n"
-        "from ganterp_fast.engine.render import render\n"
+        "from ganterp_fast.engine.api import render\n"
         "assert ganterp_fast.render is render and ganterp_fast.Generator is Generator\n"
         "assert 'torch' not in sys.modules\n"
         "print(version)\n"

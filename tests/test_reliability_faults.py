@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from ganterp_fast.engine import models
 from ganterp_fast.engine.analysis import AnalysisOptions
+from ganterp_fast.engine.api import render
 from ganterp_fast.engine.errors import RenderError
 from ganterp_fast.engine.generator import Generator
 from ganterp_fast.engine.job import is_out_of_memory
-from ganterp_fast.engine.render import render
 from media import render_options
 from reliability_helpers import (
     FAST,

@@ -15,9 +15,9 @@ import media
 import numpy as np
 import pytest
 from ganterp_fast.engine.analysis import AnalysisOptions
+from ganterp_fast.engine.api import render
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.path import PathOptions, frame_count
-from ganterp_fast.engine.render import render
 from media import render_options
 
 # Analysis settings that find several inflection points in a few seconds of audio.
@@ -256,7 +256,7 @@ def test_interrupt_mid_render_leaves_nothing(tiny_onnx, tmp_path, sig, code):
 def _peak_rss_of_render(source: Path, output: Path, tiny_onnx: Path) -> int:
     script = (
         "import resource, sys\n"
-        "from ganterp_fast.engine.render import render, RenderOptions, ModelOptions\n"
+        "from ganterp_fast.engine.api import render, RenderOptions, ModelOptions\n"
         f"options = RenderOptions(model=ModelOptions(model={str(tiny_onnx)!r}, batch_size=4), fps='4')\n"
         f"render({str(source)!r}, {str(output)!r}, options)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"

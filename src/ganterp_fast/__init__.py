@@ -22,7 +22,7 @@ _LAZY = {
     "analyze": "ganterp_fast.engine.analysis",
     "Analysis": "ganterp_fast.engine.analysis",
     "AnalysisOptions": "ganterp_fast.engine.analysis",
-    "render": "ganterp_fast.engine.render",
+    "render": "ganterp_fast.engine.api",
     "prepare": "ganterp_fast.engine.job",
     "RenderJob": "ganterp_fast.engine.job",
     "join": "ganterp_fast.engine.segments",
