@@ -21,18 +21,16 @@ GIL, and it runs on its own thread beside the generator's and the encoder's.
 
 from __future__ import annotations
 
-import queue
 import re
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
-from .errors import GanterpError, InputError, RenderError
+from .errors import InputError, RenderError
+from .pipeline import Ahead, reason
 from .source_video import VideoFrames, VideoInfo
 
 SIZE_PRESETS = {
@@ -55,7 +53,6 @@ BLUR_SCALE = 8
 BLUR_MIN_SIDE = 32
 BLUR_FRACTION = 1 / 20
 PIP_MARGIN = 0.03  # the inset's distance from the edges, as a fraction of the short side
-QUEUE_DEPTH = 2
 
 
 def parse_size(value: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -396,78 +393,20 @@ class Compositor:
             self._video.close()
 
 
-class ComposedFrames:
-    """An iterator of composited batches over an iterator of generator batches (with `close`).
+def composed(frames: Any, compositor: Compositor, on_time: Any = None) -> Ahead[np.ndarray]:
+    """Composited batches over generator batches: the compositor runs on its own thread one
+    batch ahead, so scaling overlaps the generator and the encoder; closing stops it and
+    closes the frames underneath (`on_time` gets the compositor's seconds)."""
 
-    The compositor runs on its own thread one batch ahead, so scaling overlaps the generator
-    and the encoder; closing stops it and closes the frames underneath.
-    """
+    def close() -> None:
+        frames.close()
+        compositor.close()
+        if on_time is not None:
+            on_time(compositor.seconds)
 
-    def __init__(self, frames: Any, compositor: Compositor, on_time: Any = None) -> None:
-        self.frames, self.compositor = frames, compositor
-        self._on_time = on_time
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_DEPTH)
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._produce, name="ganterp-compose", daemon=True)
-        self._started = self._finished = False
-
-    @property
-    def batch_size(self) -> int:
-        return getattr(self.frames, "batch_size", 0)
-
-    def _produce(self) -> None:
-        try:
-            for batch in self.frames:
-                if self._stop.is_set():
-                    return
-                self._put(self.compositor(batch))
-            self._put(None)
-        except BaseException as exc:  # re-raised on the consuming thread
-            self._put(exc)
-
-    def _put(self, item: Any) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return self
-
-    def __next__(self) -> np.ndarray:
-        if self._finished:
-            raise StopIteration
-        if not self._started:
-            self._started = True
-            self._worker.start()
-        while True:
-            try:
-                item = self._queue.get(timeout=0.1)
-                break
-            except queue.Empty:
-                continue
-        if item is None or isinstance(item, BaseException):
-            self._finished = True
-            if item is None:
-                raise StopIteration
-            if isinstance(item, GanterpError):
-                raise item
-            reason = " ".join(str(item).split()) or type(item).__name__
-            raise RenderError(f"compositing failed at frame {self.compositor.index}: {reason}") from item
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        if self._worker.is_alive():
-            self._worker.join(timeout=30)
-        self.frames.close()
-        self.compositor.close()
-        if self._on_time is not None:
-            self._on_time(self.compositor.seconds)
+    return Ahead(
+        lambda: (compositor(batch) for batch in frames),
+        name="ganterp-compose",
+        failure=lambda exc: RenderError(f"compositing failed at frame {compositor.index}: {reason(exc)}"),
+        on_close=close,
+    )

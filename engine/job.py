@@ -18,8 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -31,17 +29,16 @@ import numpy as np
 
 from .analysis import Analysis, analyze
 from .backends import FrameGenerator, export_precision, open_generator, plan_precision
-from .compose import PREVIEW_MAX_SIDE, ComposedFrames, Composition, Compositor, plan_composition
-from .errors import GanterpError, InputError, RenderError
+from .compose import PREVIEW_MAX_SIDE, Composition, Compositor, composed, plan_composition
+from .errors import InputError, RenderError
 from .files import check_output, same_file
 from .options import ModelOptions, RenderOptions
 from .path import LatentPath, frame_count, parse_fps
+from .pipeline import Ahead, BatchRunner, reason
 from .source import Source, open_source
 
 log = logging.getLogger(__name__)
 
-# Batches in flight between the generator and the encoder: enough to keep both busy.
-QUEUE_DEPTH = 2
 # Segments: about this long by default; a tail shorter than MIN_SEGMENT_SECONDS joins its
 # neighbour (x264 segments of a few frames carry no B-frame delay and break timestamp order).
 SEGMENT_SECONDS = 10.0
@@ -283,20 +280,48 @@ class RenderJob:
         return generator
 
     def frames(
-        self, generator: FrameGenerator, start: int = 0, stop: int | None = None, *, batch_size: int | None = None
+        self,
+        generator: FrameGenerator,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        batch_size: int | None = None,
+        runner: BatchRunner | None = None,
     ) -> Iterator[np.ndarray]:
         """The finished frames [start, stop) in order, in batches: uint8 [B, H, W, 3].
 
-        The generator runs on a worker thread one batch ahead; closing the iterator stops it.
+        The generator runs on a worker thread one batch ahead (through `runner`, which halves
+        its batch when memory runs out); closing the iterator stops it.
         """
         stop = self.num_frames if stop is None else stop
         if not 0 <= start <= stop <= self.num_frames:
             raise InputError(f"frame range {start}..{stop} is outside the job's 0..{self.num_frames}")
-        runner = BatchRunner(generator, self.options.path.truncation, batch_size or self.model.batch_size)
-        frames = _overlapped(self, runner, start, stop)
+        runner = runner or BatchRunner(generator, self.options.path.truncation, batch_size or self.model.batch_size)
+        made = [start]  # frames the generator has finished, for the failure message
+
+        def generated() -> Iterator[np.ndarray]:
+            times = self.times
+            first = start
+            while first < stop:
+                last = min(first + runner.batch_size, stop)
+                began = time.perf_counter()
+                z, classes = self.path.frames(first, last)
+                truncations = self.path.truncations(first, last)
+                times.path += time.perf_counter() - began
+                began = time.perf_counter()
+                frames = runner(z, classes, truncations)
+                times.inference += time.perf_counter() - began
+                made[0] = first = last
+                yield frames
+
+        frames = Ahead(
+            generated,
+            name="ganterp-generator",
+            failure=lambda exc: RenderError(f"the generator failed after {made[0]} frames: {reason(exc)}"),
+        )
         if self.composition is None or self.composition.identity:
             return frames
-        return ComposedFrames(frames, Compositor(self.composition, self.fps, start), on_time=self._add_compose_time)
+        return composed(frames, Compositor(self.composition, self.fps, start), on_time=self._add_compose_time)
 
     def _add_compose_time(self, seconds: float) -> None:
         self.times.compose += seconds
@@ -329,12 +354,13 @@ class RenderJob:
         ) as writer:
             report("render", 0, self.num_frames)
             loop = time.perf_counter()
-            frames = self.frames(generator)
+            runner = BatchRunner(generator, self.options.path.truncation, self.model.batch_size)
+            frames = self.frames(generator, runner=runner)
             try:
                 done = self._write(frames, writer, report, done)
             finally:
                 frames.close()
-            runner_batch = getattr(frames, "batch_size", runner_batch)
+            runner_batch = runner.batch_size  # halved if memory ran out
             if done != self.num_frames:  # checked before the writer closes, so nothing is kept
                 raise RenderError(f"rendered {done} frames of {self.num_frames}")
             began = time.perf_counter()
@@ -504,134 +530,6 @@ def plan_segments(num_frames: int, fps: Fraction, seconds: float = SEGMENT_SECON
     if len(ranges) > 1 and ranges[-1][1] - ranges[-1][0] < minimum:
         ranges[-2:] = [(ranges[-2][0], num_frames)]
     return ranges
-
-
-# ------------------------------------------------------------------------- the pipeline
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether `exc` says the device (or the host) ran out of memory."""
-    text = str(exc).lower()
-    return isinstance(exc, MemoryError) or any(
-        marker in text
-        for marker in (
-            "out of memory",
-            "failed to allocate memory",
-            "cudaerrormemoryallocation",
-            "bad_alloc",
-            "status_alloc_failed",
-        )
-    )  # the last: cuBLAS's and cuDNN's CUBLAS_STATUS_ALLOC_FAILED / CUDNN_STATUS_ALLOC_FAILED
-
-
-class BatchRunner:
-    """Runs the generator, halving the batch size (and carrying on) when memory runs out."""
-
-    def __init__(self, generator: FrameGenerator, truncation: float, batch_size: int) -> None:
-        self.generator = generator
-        self.truncation = truncation
-        self.batch_size = batch_size
-
-    def __call__(self, z: np.ndarray, classes: np.ndarray, truncations: np.ndarray | None = None) -> np.ndarray:
-        """Frames of z and classes; `truncations` (one per frame, e.g. a pulse) replaces the fixed one."""
-        outputs = []
-        start = 0
-        while start < len(z):
-            stop = min(start + self.batch_size, len(z))
-            truncation = self.truncation if truncations is None else truncations[start:stop]
-            try:
-                outputs.append(self.generator(z[start:stop], classes[start:stop], truncation=truncation))
-            except Exception as exc:
-                if not is_out_of_memory(exc) or self.batch_size == 1:
-                    raise
-                self.batch_size //= 2
-                log.warning("out of memory at batch size %d: going on with %d", self.batch_size * 2, self.batch_size)
-                continue
-            start = stop
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
-
-
-class _overlapped:
-    """Iterator over finished frame batches, the generator one batch ahead on a worker thread."""
-
-    def __init__(self, job: RenderJob, runner: BatchRunner, start: int, stop: int) -> None:
-        self.job, self.runner = job, runner
-        self.start, self.stop_frame = start, stop
-        self.done = 0
-        self._queue: queue.Queue[tuple[int, np.ndarray] | BaseException | None] = queue.Queue(maxsize=QUEUE_DEPTH)
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._produce, name="ganterp-generator", daemon=True)
-        self._started = False
-        self._finished = False
-
-    @property
-    def batch_size(self) -> int:
-        return self.runner.batch_size
-
-    def _produce(self) -> None:
-        times = self.job.times
-        try:
-            first = self.start
-            while first < self.stop_frame and not self._stop.is_set():
-                last = min(first + self.runner.batch_size, self.stop_frame)
-                began = time.perf_counter()
-                z, classes = self.job.path.frames(first, last)
-                truncations = self.job.path.truncations(first, last)
-                times.path += time.perf_counter() - began
-                began = time.perf_counter()
-                frames = self.runner(z, classes, truncations)
-                times.inference += time.perf_counter() - began
-                self._put((first, frames))
-                first = last
-            self._put(None)
-        except BaseException as exc:  # handed to the consuming thread, which re-raises it
-            self._put(exc)
-
-    def _put(self, item: Any) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def __iter__(self) -> _overlapped:
-        return self
-
-    def __next__(self) -> np.ndarray:
-        if self._finished:
-            raise StopIteration
-        if not self._started:
-            self._started = True
-            self._worker.start()
-        while True:  # a timeout keeps the wait interruptible by Ctrl-C on every platform
-            try:
-                item = self._queue.get(timeout=0.1)
-                break
-            except queue.Empty:
-                continue
-        if item is None:
-            self._finished = True
-            raise StopIteration
-        if isinstance(item, BaseException):
-            self._finished = True
-            if isinstance(item, GanterpError):
-                raise item
-            reason = " ".join(str(item).split()) or type(item).__name__
-            raise RenderError(f"the generator failed after {self.start + self.done} frames: {reason}") from item
-        _, frames = item
-        self.done += len(frames)
-        return frames
-
-    def close(self) -> None:
-        self._stop.set()
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        if self._worker.is_alive():
-            self._worker.join(timeout=30)
 
 
 def _reporter(progress: Callable[[Progress], None] | None) -> Callable[..., None]:

@@ -24,7 +24,7 @@ from ganterp_fast.engine.analysis import AnalysisOptions
 from ganterp_fast.engine.api import render
 from ganterp_fast.engine.errors import RenderError
 from ganterp_fast.engine.generator import Generator
-from ganterp_fast.engine.job import is_out_of_memory
+from ganterp_fast.engine.pipeline import is_out_of_memory
 from media import render_options
 from reliability_helpers import (
     FAST,
