@@ -305,7 +305,8 @@ def run(args: argparse.Namespace) -> int:
         )
         print(
             f"{t.wall:.1f} s in all, {result.frames_per_second:.1f} frames/s on {result.device} "
-            f"(batch {result.batch_size}; model {t.model:.1f} s, analysis {t.analysis:.2f} s, path {t.path:.2f} s, "
+            f"({', '.join(result.providers)}, batch {result.batch_size}; "
+            f"model {t.model:.1f} s, analysis {t.analysis:.2f} s, path {t.path:.2f} s, "
             f"inference {t.inference:.1f} s, {f'compose {t.compose:.1f} s, ' if t.compose else ''}"
             f"encode {t.encode:.1f} s; bound by {t.bound()})"
         )
