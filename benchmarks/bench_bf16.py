@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ganterp_fast.engine.bench import GFLOP_PER_IMAGE
 
 from benchmarks.common import markdown_table, measure, psnr, write_results
 from benchmarks.prepare import (
@@ -44,7 +45,7 @@ from benchmarks.prepare import (
 )
 
 RESOLUTION = 128
-USEFUL_GFLOP_PER_IMAGE = 17.9  # BigGAN-deep-128, multiply-adds x 2 of the reference graph
+USEFUL_GFLOP_PER_IMAGE = GFLOP_PER_IMAGE[RESOLUTION]  # multiply-adds x 2 of the reference graph
 PARTS = ("generator", "placement", "render")
 
 

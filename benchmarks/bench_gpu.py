@@ -29,9 +29,7 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -39,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ganterp_fast.engine.bench import GFLOP_PER_IMAGE, gpu_description
 
 from benchmarks.common import markdown_table, write_results
 from benchmarks.prepare import DEFAULT_WORK, load_average, model_folder, prepare_checkpoint, prepare_export
 
 # Useful compute per image with the 3-channel last conv (engineering-facts.md).
-GFLOP_PER_IMAGE = {128: 17.9, 256: 58.8, 512: 76.0}
 DEFAULT_BATCHES = (1, 4, 8, 16, 32, 64)
 
 
@@ -168,24 +166,6 @@ def cuda_check() -> tuple[bool, str]:
             "the CUDA provider is listed but a session fell back to the CPU (no GPU, driver or CUDA libraries)",
         )
     return True, ""
-
-
-def gpu_name() -> dict[str, Any]:
-    """The GPU's name, memory and driver from nvidia-smi, where it exists."""
-    if shutil.which("nvidia-smi") is None:
-        return {}
-    try:
-        text = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    name, memory, driver = (part.strip() for part in text.splitlines()[0].split(","))
-    return {"name": name, "memory": memory, "driver": driver, "count": len(text.strip().splitlines())}
 
 
 def latents(batch: int, seed: int, truncation: float) -> dict[str, np.ndarray]:
@@ -318,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "batches": args.batches,
             "seconds_per_point": args.seconds,
             "truncation": args.truncation,
-            "gpu": gpu_name(),
+            "gpu": gpu_description(),
             "onnxruntime": ort.__version__,
             "providers": ort.get_available_providers(),
             "host_cpus": os.cpu_count(),
