@@ -12,13 +12,13 @@ import time
 import warnings
 
 import numpy as np
-from ganterp_fast.engine.analysis import AnalysisOptions, analyze_samples, inflection_points
-from ganterp_fast.engine.example import example_music
 
 from benchmarks.common import markdown_table, write_results
+from ganterp_fast.engine.analysis.analyze import AnalysisOptions, analyze_samples, inflection_points
+from ganterp_fast.engine.audio.example import example_music
 
 
-def seed_loop(arr, threshold, absolute_threshold=8e-2, type="both", rolling_length=200):  # noqa: A002
+def seed_loop(arr, threshold, absolute_threshold=8e-2, type="both", rolling_length=200):
     """The seed's get_inflection_points, as published."""
     points = [0]
     i = 0

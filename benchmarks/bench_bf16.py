@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ganterp_fast.engine.bench import GFLOP_PER_IMAGE
 
 from benchmarks.common import markdown_table, measure, psnr, write_results
 from benchmarks.prepare import (
@@ -43,6 +42,7 @@ from benchmarks.prepare import (
     prepare_int8,
     write_music,
 )
+from ganterp_fast.engine.backends.bench import GFLOP_PER_IMAGE
 
 RESOLUTION = 128
 USEFUL_GFLOP_PER_IMAGE = GFLOP_PER_IMAGE[RESOLUTION]  # multiply-adds x 2 of the reference graph
@@ -50,7 +50,7 @@ PARTS = ("generator", "placement", "render")
 
 
 def cpu_description() -> dict[str, Any]:
-    from ganterp_fast.engine.openvino_backend import bf16_capability
+    from ganterp_fast.engine.backends.openvino_generator import bf16_capability
 
     capability = bf16_capability()
     flags = set()
@@ -104,8 +104,8 @@ def gemm_rate(precision: str, threads: int, *, m: int = 256, k: int = 4096, n: i
 
 
 def generator_part(fp32: Path, int8: Path | None, batches: Sequence[int], threads: int, repeats: int) -> dict:
-    from ganterp_fast.engine.generator import Generator
-    from ganterp_fast.engine.openvino_backend import OpenVinoGenerator, gate_latents, quality_gate
+    from ganterp_fast.engine.backends.onnxruntime_generator import Generator
+    from ganterp_fast.engine.backends.openvino_generator import OpenVinoGenerator, gate_latents, quality_gate
 
     gemm = {
         "bf16_gflops": round(max(gemm_rate("bf16", threads) for _ in range(2)), 1),
@@ -152,7 +152,7 @@ class _Int8OpenVino:
         self.path, self.core, self.hint, self.threads, self.requests = path, ov.Core(), hint, threads, {}
 
     def __call__(self, z: np.ndarray, classes: np.ndarray, truncation: float) -> np.ndarray:
-        from ganterp_fast.engine.generator import Generator
+        from ganterp_fast.engine.backends.onnxruntime_generator import Generator
 
         feeds = Generator.prepare(z, classes, truncation)
         batch = len(z)
@@ -203,11 +203,11 @@ def engine_render(
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """One engine render of `music` (the generator opened here, so placement options can vary)."""
     from ganterp_fast.engine.api import render
-    from ganterp_fast.engine.backends import open_generator
-    from ganterp_fast.engine.encode import EncodeOptions
-    from ganterp_fast.engine.openvino_backend import PERFORMANCE_HINT, OpenVinoGenerator
+    from ganterp_fast.engine.backends.choice import open_generator
+    from ganterp_fast.engine.backends.openvino_generator import PERFORMANCE_HINT, OpenVinoGenerator
+    from ganterp_fast.engine.latent.path import PathOptions
     from ganterp_fast.engine.options import ModelOptions, RenderOptions
-    from ganterp_fast.engine.path import PathOptions
+    from ganterp_fast.engine.video.encode import EncodeOptions
 
     began = time.perf_counter()
     if precision == "bf16" and (config or performance_hint):
@@ -250,10 +250,9 @@ def engine_render(
 def eager_render(
     music: Path, output: Path, checkpoint: Path, *, fps: Fraction, threads: int, autocast: bool
 ) -> tuple[dict[str, Any], np.ndarray]:
-    from ganterp_fast.engine.analysis import AnalysisOptions
-    from ganterp_fast.engine.path import PathOptions
-
     from benchmarks.bench_render import render_eager
+    from ganterp_fast.engine.analysis.analyze import AnalysisOptions
+    from ganterp_fast.engine.latent.path import PathOptions
 
     cpu: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as scratch, cpu_accounting(cpu):
@@ -381,8 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         print("bench_bf16: openvino is not installed (pip install 'ganterp-fast[cpu]'), skipped.")
         return 0
-    from ganterp_fast.engine.generator import physical_cores
-    from ganterp_fast.engine.path import parse_fps
+    from ganterp_fast.engine.backends.onnxruntime_generator import physical_cores
+    from ganterp_fast.engine.latent.path import parse_fps
 
     cpu = cpu_description()
     if not cpu["native_bf16"]:

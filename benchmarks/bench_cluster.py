@@ -51,8 +51,8 @@ class StandInFactory:
 
 
 def _options(**encode: Any):
-    from ganterp_fast.engine.encode import EncodeOptions
     from ganterp_fast.engine.options import ModelOptions, RenderOptions
+    from ganterp_fast.engine.video.encode import EncodeOptions
 
     return RenderOptions(
         model=ModelOptions(model="biggan-deep-128", weights="random", precision="fp32", device="cpu"),
@@ -64,8 +64,9 @@ def _options(**encode: Any):
 
 def overhead(song: Path, folder: Path, rounds: int) -> dict[str, Any]:
     import ray
-    from ganterp_fast.engine.cluster import Cluster
+
     from ganterp_fast.engine.job import prepare
+    from ganterp_fast.engine.scale.cluster import Cluster
 
     options = _options()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
@@ -105,8 +106,9 @@ def overhead(song: Path, folder: Path, rounds: int) -> dict[str, Any]:
 
 def scaling(song: Path, folder: Path, cost_s: float, workers: list[int]) -> dict[str, Any]:
     import ray
-    from ganterp_fast.engine.cluster import Cluster
+
     from ganterp_fast.engine.job import prepare
+    from ganterp_fast.engine.scale.cluster import Cluster
 
     options = _options(threads=1)
     rows = []
@@ -149,8 +151,9 @@ def scaling(song: Path, folder: Path, cost_s: float, workers: list[int]) -> dict
 def soundtrack(folder: Path, seconds: float) -> dict[str, Any]:
     """AAC encoding of `seconds` of 44.1 kHz stereo (the join's soundtrack) against a packet copy."""
     import av
-    from ganterp_fast.engine.soundtrack import Soundtrack
-    from ganterp_fast.engine.source import open_source
+
+    from ganterp_fast.engine.audio.soundtrack import Soundtrack
+    from ganterp_fast.engine.audio.source import open_source
 
     wav = write_music(folder / "long.wav", seconds)
     source = open_source(wav)

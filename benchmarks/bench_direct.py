@@ -29,7 +29,7 @@ VARIANTS = {
 
 _CHILD = """
 import json, resource, sys, time
-from ganterp_fast.engine.analysis import AnalysisOptions, analyze
+from ganterp_fast.engine.analysis.analyze import AnalysisOptions, analyze
 options = AnalysisOptions(**json.loads(sys.argv[2]))
 began = time.perf_counter()
 result = analyze(sys.argv[1], options)
@@ -47,7 +47,8 @@ print(json.dumps({
 def write_song(path: Path, minutes: float, rate: int = 44100) -> Path:
     """The example music (one minute, regenerated at `rate`) repeated to `minutes`, written in blocks."""
     import soundfile
-    from ganterp_fast.engine.example import example_music
+
+    from ganterp_fast.engine.audio.example import example_music
 
     if path.exists() and soundfile.info(str(path)).duration >= minutes * 60 - 1:
         return path

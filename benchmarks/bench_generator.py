@@ -123,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import onnxruntime as ort
     import torch
-    from ganterp_fast.engine.generator import Generator, physical_cores
+
+    from ganterp_fast.engine.backends.onnxruntime_generator import Generator, physical_cores
     from ganterp_fast.export import load_biggan
 
     threads = args.threads or physical_cores()

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ganterp_fast.engine.bench import GFLOP_PER_IMAGE, gpu_description
 
 from benchmarks.common import markdown_table, write_results
 from benchmarks.prepare import DEFAULT_WORK, load_average, model_folder, prepare_checkpoint, prepare_export
+from ganterp_fast.engine.backends.bench import GFLOP_PER_IMAGE, gpu_description
 
 # Useful compute per image with the 3-channel last conv (engineering-facts.md).
 DEFAULT_BATCHES = (1, 4, 8, 16, 32, 64)
@@ -141,8 +141,9 @@ def cuda_check() -> tuple[bool, str]:
     available = ort.get_available_providers()
     if "CUDAExecutionProvider" not in available:
         return False, f"ONNX Runtime offers no CUDA provider (providers: {', '.join(available)}; CPU build installed)"
-    from ganterp_fast.engine.providers import preload_cuda_libraries
     from onnx import TensorProto, helper
+
+    from ganterp_fast.engine.backends.providers import preload_cuda_libraries
 
     preload_cuda_libraries(ort)  # the NVIDIA wheels' CUDA/cuDNN libraries, before the first CUDA session
 
@@ -169,7 +170,7 @@ def cuda_check() -> tuple[bool, str]:
 
 
 def latents(batch: int, seed: int, truncation: float) -> dict[str, np.ndarray]:
-    from ganterp_fast.engine.generator import Generator
+    from ganterp_fast.engine.backends.onnxruntime_generator import Generator
 
     rng = np.random.default_rng(seed)
     z = (np.clip(rng.standard_normal((batch, 128)), -2, 2) * truncation).astype(np.float32)
@@ -197,7 +198,7 @@ def timed_rate(run: Callable[[], Any], batch: int, *, min_seconds: float, min_ru
 
 def cuda_session(ort: Any, model: Path, *, cuda_graph: bool) -> Any:
     """A CUDA session with the engine's provider options (`enable_cuda_graph` with `cuda_graph`)."""
-    from ganterp_fast.engine.providers import plan_providers
+    from ganterp_fast.engine.backends.providers import plan_providers
 
     providers = plan_providers(
         ort.get_available_providers(), device="cuda", precision="fp16", cuda_graph=cuda_graph
@@ -288,8 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     import onnxruntime as ort
-    from ganterp_fast.engine.encode import probe_h264_encoders
-    from ganterp_fast.engine.generator import TENSORRT, Generator
+
+    from ganterp_fast.engine.backends.onnxruntime_generator import TENSORRT, Generator
+    from ganterp_fast.engine.video.encode import probe_h264_encoders
 
     record: dict[str, Any] = {
         "settings": {

@@ -63,8 +63,8 @@ def _interleaved(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, 
 
 def _quantized(fp32: Path, path: Path, requantize: bool, **kwargs: Any) -> tuple[Path, dict[str, Any]]:
     """An int8 model at `path`, quantised unless it is already there; its figures from metadata."""
+    from ganterp_fast.engine.backends.onnxruntime_generator import META_PREFIX, read_metadata
     from ganterp_fast.engine.errors import ModelError
-    from ganterp_fast.engine.generator import META_PREFIX, read_metadata
     from ganterp_fast.export.quantize import quantize_int8
 
     made: dict[str, Any] = {}
@@ -106,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import onnxruntime as ort
     import torch
-    from ganterp_fast.engine.generator import Generator, physical_cores
+
+    from ganterp_fast.engine.backends.onnxruntime_generator import Generator, physical_cores
     from ganterp_fast.export import load_biggan
     from ganterp_fast.export.quantize import Int8Settings
 

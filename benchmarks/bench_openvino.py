@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench_openvino: openvino is not installed (pip install openvino), skipped.")
         return 0
 
-    from ganterp_fast.engine.generator import Generator, physical_cores
+    from ganterp_fast.engine.backends.onnxruntime_generator import Generator, physical_cores
 
     threads = args.threads or physical_cores()
     folder = model_folder(args.work, RESOLUTION, args.seed)

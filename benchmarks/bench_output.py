@@ -43,7 +43,7 @@ def gan_like(count: int, resolution: int, seed: int = 0) -> np.ndarray:
 
 
 def time_compose(frames: np.ndarray, size: tuple[int, int], fit: str) -> float:
-    from ganterp_fast.engine.compose import Compositor, plan_composition
+    from ganterp_fast.engine.video.compose import Compositor, plan_composition
 
     plan = plan_composition(resolution=frames.shape[1], size=size, fit=fit)
     compositor = Compositor(plan, Fraction(30))
@@ -56,8 +56,8 @@ def time_compose(frames: np.ndarray, size: tuple[int, int], fit: str) -> float:
 
 def time_x264(gan: np.ndarray, size: tuple[int, int], preset: str, threads: int, folder: Path) -> float:
     """x264's rate at `size` (the RGB -> yuv420p conversion included): frames composited on the fly, untimed."""
-    from ganterp_fast.engine.compose import Compositor, plan_composition
-    from ganterp_fast.engine.encode import EncodeOptions, VideoWriter
+    from ganterp_fast.engine.video.compose import Compositor, plan_composition
+    from ganterp_fast.engine.video.encode import EncodeOptions, VideoWriter
 
     width, height = size
     compositor = Compositor(plan_composition(resolution=gan.shape[1], size=size, fit="blur"), Fraction(30))
@@ -84,7 +84,7 @@ def time_x264(gan: np.ndarray, size: tuple[int, int], preset: str, threads: int,
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ganterp_fast.engine.compose import parse_size
+    from ganterp_fast.engine.video.compose import parse_size
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=60, help="frames per measurement")

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ganterp_fast.engine.api import StageTimes
 
 from benchmarks.common import markdown_table, psnr, write_results
 from benchmarks.prepare import (
@@ -47,6 +46,7 @@ from benchmarks.prepare import (
     prepare_int8,
     write_music,
 )
+from ganterp_fast.engine.api import StageTimes
 
 RESOLUTION = 128
 
@@ -93,9 +93,10 @@ def render_eager(
     Returns the stage times and, for the frame check, every frame (read back from the PNGs,
     after the timing, in PNG mode)."""
     import torch
-    from ganterp_fast.engine.analysis import analyze
-    from ganterp_fast.engine.encode import AudioClip, EncodeOptions, VideoWriter
-    from ganterp_fast.engine.path import LatentPath
+
+    from ganterp_fast.engine.analysis.analyze import analyze
+    from ganterp_fast.engine.latent.path import LatentPath
+    from ganterp_fast.engine.video.encode import AudioClip, EncodeOptions, VideoWriter
     from ganterp_fast.export import load_biggan
 
     times = BaselineTimes()
@@ -228,7 +229,7 @@ def captured_frames(store: list[np.ndarray] | None) -> Iterator[None]:
     if store is None:
         yield
         return
-    from ganterp_fast.engine.encode import VideoWriter
+    from ganterp_fast.engine.video.encode import VideoWriter
 
     original = VideoWriter.write
 
@@ -260,8 +261,8 @@ def run_render(
     precision: str = "fp32",
 ) -> dict[str, Any]:
     from ganterp_fast.engine.api import render
-    from ganterp_fast.engine.encode import EncodeOptions
     from ganterp_fast.engine.options import ModelOptions, RenderOptions
+    from ganterp_fast.engine.video.encode import EncodeOptions
 
     options = RenderOptions(
         model=ModelOptions(model=str(model), precision=precision, batch_size=batch_size, threads=threads),
@@ -348,9 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import onnxruntime as ort
     import torch
-    from ganterp_fast.engine.analysis import AnalysisOptions, analyze
-    from ganterp_fast.engine.generator import physical_cores
-    from ganterp_fast.engine.path import PathOptions, parse_fps
+
+    from ganterp_fast.engine.analysis.analyze import AnalysisOptions, analyze
+    from ganterp_fast.engine.backends.onnxruntime_generator import physical_cores
+    from ganterp_fast.engine.latent.path import PathOptions, parse_fps
 
     threads = args.threads or physical_cores()
     fps = parse_fps(args.fps)

@@ -45,7 +45,8 @@ CHANNEL_WIDTH = 16
 def write_long_music(path: Path, seconds: float) -> Path:
     """The example music (12 s) repeated to `seconds`, as a 22.05 kHz stereo WAV."""
     import soundfile
-    from ganterp_fast.engine.example import EXAMPLE_RATE, example_music
+
+    from ganterp_fast.engine.audio.example import EXAMPLE_RATE, example_music
 
     if not path.is_file():
         base = example_music()

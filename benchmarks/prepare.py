@@ -81,8 +81,8 @@ def prepare_checkpoint(
 
 def prepare_export(checkpoint: Path, path: Path, precision: str) -> tuple[Path, float | None]:
     """The ONNX export of `checkpoint` at `path` (parity-checked by the exporter), made once."""
+    from ganterp_fast.engine.backends.onnxruntime_generator import META_PREFIX, check_metadata, read_metadata
     from ganterp_fast.engine.errors import ModelError
-    from ganterp_fast.engine.generator import META_PREFIX, check_metadata, read_metadata
     from ganterp_fast.export import export_model
 
     try:
@@ -99,8 +99,8 @@ def prepare_export(checkpoint: Path, path: Path, precision: str) -> tuple[Path, 
 
 def prepare_int8(fp32: Path, path: Path, seed: int) -> tuple[Path, dict[str, Any]]:
     """The gated int8 quantisation of `fp32` at `path`, made once; its figures from the metadata."""
+    from ganterp_fast.engine.backends.onnxruntime_generator import META_PREFIX, read_metadata
     from ganterp_fast.engine.errors import ModelError
-    from ganterp_fast.engine.generator import META_PREFIX, read_metadata
     from ganterp_fast.export.quantize import quantize_int8
 
     made: dict[str, Any] = {}
@@ -120,7 +120,7 @@ def prepare_int8(fp32: Path, path: Path, seed: int) -> tuple[Path, dict[str, Any
 
 def write_music(path: Path, seconds: float) -> Path:
     """`seconds` of the built-in example music (22.05 kHz stereo, sections every 2 s) as a WAV."""
-    from ganterp_fast.engine.example import write_example
+    from ganterp_fast.engine.audio.example import write_example
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_example(path, seconds=seconds)

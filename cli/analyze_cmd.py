@@ -9,12 +9,12 @@ from fractions import Fraction
 
 from ganterp_fast.cli.direct import add_direction_args, add_path_args, directed_options
 from ganterp_fast.cli.options import add_analysis_args, add_input_args, resolve_input
-from ganterp_fast.engine.analysis import analyze
-from ganterp_fast.engine.cues import cue_format, format_sheet, sheet_from_path
+from ganterp_fast.engine.analysis.analyze import analyze
+from ganterp_fast.engine.analysis.plot import plot_format
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.files import atomic_output, check_output, same_file
-from ganterp_fast.engine.path import LatentPath
-from ganterp_fast.engine.plot import plot_format
+from ganterp_fast.engine.latent.cues import cue_format, format_sheet, sheet_from_path
+from ganterp_fast.engine.latent.path import LatentPath
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             sheet = sheet_from_path(latent)
             temporary.write_text(format_sheet(sheet, cue_format(args.cues)), encoding="utf-8")
         if args.plot:
-            from ganterp_fast.engine.plot import plot_analysis
+            from ganterp_fast.engine.analysis.plot import plot_analysis
 
             plot_analysis(result, args.plot, overwrite=args.overwrite, latent=latent)
     if not args.quiet:

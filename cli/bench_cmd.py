@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from ganterp_fast.engine.contract import PRECISIONS, parse_device
+from ganterp_fast.engine.backends.contract import PRECISIONS, parse_device
 from ganterp_fast.engine.errors import InputError
 
 
@@ -85,7 +85,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ganterp_fast.engine.bench import (
+    from ganterp_fast.engine.backends.bench import (
         DEFAULT_BATCHES,
         RESOLUTIONS,
         BenchOptions,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ganterp_fast.engine.classes import find_classes
+from ganterp_fast.engine.latent.classes import find_classes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

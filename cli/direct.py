@@ -11,10 +11,10 @@ import math
 from dataclasses import fields, replace
 
 from ganterp_fast.cli.options import analysis_options
-from ganterp_fast.engine.analysis import AnalysisOptions
-from ganterp_fast.engine.cues import CueSheet, parse_classes_at, read_sheet
+from ganterp_fast.engine.analysis.analyze import AnalysisOptions
 from ganterp_fast.engine.errors import InputError
-from ganterp_fast.engine.path import Z_MODES, PathOptions
+from ganterp_fast.engine.latent.cues import CueSheet, parse_classes_at, read_sheet
+from ganterp_fast.engine.latent.path import Z_MODES, PathOptions
 
 _ANALYSIS = AnalysisOptions()
 _PATH = PathOptions()

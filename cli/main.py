@@ -14,9 +14,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ganterp_fast.engine.errors import GanterpError
-
 from ganterp_fast import __version__
+from ganterp_fast.engine.errors import GanterpError
 
 SUBCOMMANDS = ("analyze", "render", "export", "classes", "bench", "ui")
 EXIT_INTERRUPTED = 130

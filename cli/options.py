@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ganterp_fast.engine.analysis import AnalysisOptions
-from ganterp_fast.engine.beats import SOURCES
+from ganterp_fast.engine.analysis.analyze import AnalysisOptions
+from ganterp_fast.engine.analysis.beats import SOURCES
 
 _DEFAULTS = AnalysisOptions()
 
@@ -122,7 +122,7 @@ def resolve_input(args: argparse.Namespace) -> str:
     if getattr(args, "example", False):
         if args.input:
             raise InputError(f"give either INPUT ({args.input}) or --example, not both")
-        from ganterp_fast.engine.example import write_example
+        from ganterp_fast.engine.audio.example import write_example
 
         return str(write_example())
     if not args.input:

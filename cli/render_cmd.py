@@ -10,12 +10,12 @@ from ganterp_fast.cli.direct import add_direction_args, directed_options
 from ganterp_fast.cli.options import add_analysis_args, add_input_args, default_output, resolve_input
 from ganterp_fast.cli.scale_out import add_cluster_args, wants_scale_out
 from ganterp_fast.engine.api import render
-from ganterp_fast.engine.compose import FITS, LAYOUTS, PIP_CORNERS, SIZE_PRESETS
-from ganterp_fast.engine.contract import PRECISIONS, parse_device
-from ganterp_fast.engine.encode import H264_ENCODERS, X264_PRESETS, EncodeOptions
+from ganterp_fast.engine.backends.contract import PRECISIONS, parse_device
 from ganterp_fast.engine.errors import InputError
+from ganterp_fast.engine.latent.path import Z_MODES, PathOptions
 from ganterp_fast.engine.options import ModelOptions, OutputOptions, RenderOptions
-from ganterp_fast.engine.path import Z_MODES, PathOptions
+from ganterp_fast.engine.video.compose import FITS, LAYOUTS, PIP_CORNERS, SIZE_PRESETS
+from ganterp_fast.engine.video.encode import H264_ENCODERS, X264_PRESETS, EncodeOptions
 
 _DEFAULTS = RenderOptions()
 _MODEL_DEFAULTS = ModelOptions()

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace, options) -> int:  # options: RenderOptions
     from ganterp_fast.engine.job import prepare
 
     if args.ray:
-        from ganterp_fast.engine.cluster import import_ray
+        from ganterp_fast.engine.scale.cluster import import_ray
 
         import_ray()  # the [ray] extra, before any work
     raw = list(args.input or [])
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace, options) -> int:  # options: RenderOptions
 
 
 def _render_on_ray(args: argparse.Namespace, jobs: list, bar: _Bar, done) -> None:  # type: ignore[no-untyped-def]
-    from ganterp_fast.engine.cluster import Cluster, Fault
+    from ganterp_fast.engine.scale.cluster import Cluster, Fault
 
     fault = Fault.parse(os.environ[FAULT_ENV]) if os.environ.get(FAULT_ENV) else None
     if not args.quiet:
@@ -165,8 +165,8 @@ def _render_on_ray(args: argparse.Namespace, jobs: list, bar: _Bar, done) -> Non
 def _render_here(args: argparse.Namespace, job, bar: _Bar, done) -> None:  # type: ignore[no-untyped-def]
     import time
 
-    from ganterp_fast.engine.cluster import ClusterOutcome
-    from ganterp_fast.engine.resume import render_segmented
+    from ganterp_fast.engine.scale.cluster import ClusterOutcome
+    from ganterp_fast.engine.scale.resume import render_segmented
 
     began = time.perf_counter()
     outcome = ClusterOutcome(job)

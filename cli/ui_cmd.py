@@ -9,7 +9,7 @@ import re
 import socket
 import sys
 
-from ganterp_fast.engine.contract import PRECISIONS, parse_device
+from ganterp_fast.engine.backends.contract import PRECISIONS, parse_device
 from ganterp_fast.engine.errors import InputError, MissingExtraError
 from ganterp_fast.engine.options import ModelOptions
 

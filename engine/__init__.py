@@ -1,47 +1,6 @@
-"""The runtime engine: audio analysis, latent paths, ONNX Runtime generation, encoding.
+"""The runtime engine: audio analysis, latent paths, generators (ONNX Runtime, OpenVINO), video, scale-out.
 
-Never imports torch. Heavy modules (onnxruntime, av) load on first use of the names that
-need them, so `import ganterp_fast.engine` stays cheap.
+Never imports torch. The public API is `ganterp_fast`; each sub-package holds one concern:
+`audio`, `analysis`, `latent`, `backends`, `video`, `scale`, with the render job (`job`,
+`api`, `options`) and what they share (`errors`, `files`, `cache`, `pipeline`) at the top.
 """
-
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-from .errors import GanterpError, InputError, MissingExtraError, ModelError, ProviderError, RenderError
-
-_LAZY = {
-    "analyze": "analysis",
-    "Analysis": "analysis",
-    "AnalysisOptions": "analysis",
-    "Generator": "generator",
-    "render": "api",  # the module is not named `render`, so `from ganterp_fast.engine import render` is the function
-    "prepare": "job",
-    "RenderJob": "job",
-    "RenderOptions": "options",
-    "ModelOptions": "options",
-    "RenderResult": "job",
-    "resolve_model": "models",
-    "find_classes": "classes",
-    "class_index": "classes",
-}
-
-__all__ = [
-    "GanterpError",
-    "InputError",
-    "MissingExtraError",
-    "ModelError",
-    "ProviderError",
-    "RenderError",
-    *_LAZY,
-]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value

@@ -10,13 +10,13 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .backends import FrameGenerator
-from .job import Progress, RenderResult, StageTimes, default_batch_size, planned_device, prepare
-from .options import ModelOptions, RenderOptions
-from .source import Source
+from ganterp_fast.engine.audio.source import Source
+from ganterp_fast.engine.backends.choice import FrameGenerator
+from ganterp_fast.engine.job import Progress, RenderResult, StageTimes, default_batch_size, planned_device, prepare
+from ganterp_fast.engine.options import ModelOptions, RenderOptions
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
+    from ganterp_fast.engine.scale.cluster import Cluster
 
 __all__ = [
     "ModelOptions",
@@ -56,7 +56,7 @@ def render(
     if cluster is not None:
         return cluster.render_one(job, segment_seconds=segment_seconds, resume=resume, progress=progress)
     if segment_seconds is not None or resume:
-        from .resume import render_segmented
+        from ganterp_fast.engine.scale.resume import render_segmented
 
         return render_segmented(
             job, segment_seconds=segment_seconds, resume=resume, generator=generator, progress=progress

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import InputError
+from ganterp_fast.engine.errors import InputError
 
 
 def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:

@@ -27,15 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import Analysis, analyze
-from .backends import FrameGenerator, export_precision, open_generator, plan_precision
-from .compose import PREVIEW_MAX_SIDE, Composition, Compositor, composed, plan_composition
-from .errors import InputError, RenderError
-from .files import check_output, same_file
-from .options import ModelOptions, RenderOptions
-from .path import LatentPath, frame_count, parse_fps
-from .pipeline import Ahead, BatchRunner, reason
-from .source import Source, open_source
+from ganterp_fast.engine.analysis.analyze import Analysis, analyze
+from ganterp_fast.engine.audio.source import Source, open_source
+from ganterp_fast.engine.backends.choice import FrameGenerator, export_precision, open_generator, plan_precision
+from ganterp_fast.engine.errors import InputError, RenderError
+from ganterp_fast.engine.files import check_output, same_file
+from ganterp_fast.engine.latent.path import LatentPath, frame_count, parse_fps
+from ganterp_fast.engine.options import ModelOptions, RenderOptions
+from ganterp_fast.engine.pipeline import Ahead, BatchRunner, reason
+from ganterp_fast.engine.video.compose import PREVIEW_MAX_SIDE, Composition, Compositor, composed, plan_composition
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,8 @@ def planned_device(device: str, *, tensorrt: bool = False, cuda_graph: bool = Fa
     Checks the providers' side of the options at once (TensorRT or CUDA asked for where ONNX
     Runtime does not offer them, threads past the CPUs): `ProviderError` / `InputError`.
     """
-    from .generator import import_onnxruntime
-    from .providers import plan_providers
+    from ganterp_fast.engine.backends.onnxruntime_generator import import_onnxruntime
+    from ganterp_fast.engine.backends.providers import plan_providers
 
     plan = plan_providers(
         import_onnxruntime().get_available_providers(),
@@ -153,7 +153,7 @@ class ModelPlan:
 
     def resolve(self) -> Path:
         """The .onnx file, exported into the cache once for a name or a checkpoint directory."""
-        from .models import resolve_model
+        from ganterp_fast.engine.backends.models import resolve_model
 
         return resolve_model(
             self.options.model,
@@ -181,8 +181,8 @@ class ModelPlan:
 
 def plan_model(options: ModelOptions) -> ModelPlan:
     """The model plan: a pure function of the options, the model's metadata and the providers here."""
-    from .generator import check_metadata, read_metadata
-    from .models import model_resolution
+    from ganterp_fast.engine.backends.models import model_resolution
+    from ganterp_fast.engine.backends.onnxruntime_generator import check_metadata, read_metadata
 
     device = planned_device(
         options.device, tensorrt=options.tensorrt, cuda_graph=options.cuda_graph, threads=options.threads
@@ -333,7 +333,7 @@ class RenderJob:
         progress: Callable[[Progress], None] | None = None,
     ) -> RenderResult:
         """Render every frame into the output with the soundtrack (temporary file, renamed on success)."""
-        from .encode import VideoWriter
+        from ganterp_fast.engine.video.encode import VideoWriter
 
         report = _reporter(progress)
         wall = time.perf_counter()
@@ -399,7 +399,7 @@ class RenderJob:
         The segment's timestamps start at 0; `segments.join` shifts them by `start`. The file is
         written beside `destination` and renamed into place on success.
         """
-        from .encode import VideoWriter
+        from ganterp_fast.engine.video.encode import VideoWriter
 
         if not 0 <= start < stop <= self.num_frames:
             raise InputError(f"segment {start}..{stop} is not a non-empty range inside 0..{self.num_frames}")
@@ -446,7 +446,7 @@ def prepare(
 ) -> RenderJob:
     """Everything before the model's work: the input probed once, the output and the encoder
     checked, the model planned, the analysis run and the latent path drawn."""
-    from .encode import choose_h264_encoder, container_for
+    from ganterp_fast.engine.video.encode import choose_h264_encoder, container_for
 
     options = options or RenderOptions()
     times = StageTimes()
@@ -493,7 +493,7 @@ def prepare(
 
 def _plan_output(options: RenderOptions, source: Source, resolution: int) -> Composition | None:
     """The compositor's plan for the output options (None: the generator's frames as they are)."""
-    from .source_video import probe_video
+    from ganterp_fast.engine.video.input_video import probe_video
 
     output = options.output
     video = None

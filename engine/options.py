@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from .analysis import AnalysisOptions
-from .compose import FITS, LAYOUTS, PIP_CORNERS, parse_size
-from .contract import PRECISIONS, parse_device
-from .encode import EncodeOptions
-from .errors import InputError
-from .path import PathOptions, parse_fps
+from ganterp_fast.engine.analysis.analyze import AnalysisOptions
+from ganterp_fast.engine.backends.contract import PRECISIONS, parse_device
+from ganterp_fast.engine.errors import InputError
+from ganterp_fast.engine.latent.path import PathOptions, parse_fps
+from ganterp_fast.engine.video.compose import FITS, LAYOUTS, PIP_CORNERS, parse_size
+from ganterp_fast.engine.video.encode import EncodeOptions
 
 DEFAULT_MODEL = "biggan-deep-128"
 

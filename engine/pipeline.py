@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from .errors import GanterpError
+from ganterp_fast.engine.errors import GanterpError
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ganterp_fast.engine.cache import file_sha256
-from ganterp_fast.engine.contract import CONFIG_NAME, PRETRAINED_NAMES, WEIGHTS_NAME
-from ganterp_fast.engine.errors import InputError, ModelError
 from pytorch_pretrained_biggan import BigGAN, BigGANConfig
+
+from ganterp_fast.engine.backends.contract import CONFIG_NAME, PRETRAINED_NAMES, WEIGHTS_NAME
+from ganterp_fast.engine.cache import file_sha256
+from ganterp_fast.engine.errors import InputError, ModelError
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from ganterp_fast.engine.errors import InputError, ModelError
-from ganterp_fast.engine.generator import (
+from pytorch_pretrained_biggan import BigGAN
+
+from ganterp_fast import __version__
+from ganterp_fast.engine.backends.onnxruntime_generator import (
     FORMAT_VERSION,
     INPUT_NAMES,
     META_PREFIX,
@@ -32,9 +34,7 @@ from ganterp_fast.engine.generator import (
     Z_DIM,
     truncation_weights,
 )
-from pytorch_pretrained_biggan import BigGAN
-
-from ganterp_fast import __version__
+from ganterp_fast.engine.errors import InputError, ModelError
 
 from .checkpoint import (
     PRETRAINED_NAMES,

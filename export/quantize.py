@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 import onnx
-from ganterp_fast.engine.cache import file_sha256
-from ganterp_fast.engine.errors import InputError, ModelError
-from ganterp_fast.engine.generator import (
+
+from ganterp_fast import __version__
+from ganterp_fast.engine.backends.onnxruntime_generator import (
     META_PREFIX,
     NUM_CLASSES,
     Z_DIM,
@@ -45,6 +45,8 @@ from ganterp_fast.engine.generator import (
     check_metadata,
     read_metadata,
 )
+from ganterp_fast.engine.cache import file_sha256
+from ganterp_fast.engine.errors import InputError, ModelError
 from ganterp_fast.export.metadata import write_metadata
 from ganterp_fast.export.quantize_graph import (
     PERCENTILE,  # noqa: F401  (importable from this module, as before the split)
@@ -55,8 +57,6 @@ from ganterp_fast.export.quantize_graph import (
     mac_share,
     prepare_model,
 )
-
-from ganterp_fast import __version__
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+
 from ganterp_fast.engine.errors import ModelError
 
 log = logging.getLogger(__name__)

@@ -149,7 +149,7 @@ note '```'
 
 gpu_probe=$("${py[@]}" - 2>&1 <<'EOF'
 import logging
-from ganterp_fast.engine.providers import CUDA, preload_cuda_libraries
+from ganterp_fast.engine.backends.providers import CUDA, preload_cuda_libraries
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
@@ -235,8 +235,8 @@ bench io-binding
 bench cuda-graph --cuda-graph
 
 if [ -e "$models/biggan-deep-512-fp16.onnx" ]; then
-    "${py[@]}" -c "from ganterp_fast.engine.example import write_example; write_example('$work/song.wav', seconds=60)"
-    "${py[@]}" -c "from ganterp_fast.engine.encode import probe_h264_encoders as p, choose_h264_encoder as c
+    "${py[@]}" -c "from ganterp_fast.engine.audio.example import write_example; write_example('$work/song.wav', seconds=60)"
+    "${py[@]}" -c "from ganterp_fast.engine.video.encode import probe_h264_encoders as p, choose_h264_encoder as c
 print('H.264 encoders that open here:', ', '.join(p()), '| --codec auto takes:', c('auto'))" > "$out/render.log" 2>&1
     step 150 "$out/render.log" "${gf[@]}" render "$work/song.wav" -o "$out/render-512.mp4" \
         --model "$models/biggan-deep-512-fp16.onnx" --device cuda:0 --codec auto -y -v

@@ -132,8 +132,8 @@ def latents(
 ) -> tuple[np.ndarray, np.ndarray]:
     """z as the engine draws it (its truncated normal, times the truncation), and one-hot or
     two-class mixed class vectors; float32."""
-    from ganterp_fast.engine.contract import NUM_CLASSES, Z_DIM
-    from ganterp_fast.engine.path import truncated_normal
+    from ganterp_fast.engine.backends.contract import NUM_CLASSES, Z_DIM
+    from ganterp_fast.engine.latent.path import truncated_normal
 
     rng = np.random.default_rng(seed)
     z = truncated_normal(rng, (batch, Z_DIM)) * np.reshape(truncation, (-1, 1))
@@ -407,8 +407,8 @@ def render_options(**flat):  # -> RenderOptions
     """RenderOptions from flat keywords (model, fps, crf, batch_size, codec, ...), each to its part."""
     from dataclasses import fields
 
-    from ganterp_fast.engine.encode import EncodeOptions
     from ganterp_fast.engine.options import ModelOptions, RenderOptions
+    from ganterp_fast.engine.video.encode import EncodeOptions
 
     renames = {"encoder_threads": "threads"}
     model_keys = {f.name for f in fields(ModelOptions)}

@@ -11,7 +11,9 @@ import warnings
 import media
 import numpy as np
 import pytest
-from ganterp_fast.engine.analysis import (
+from matplotlib import mlab
+
+from ganterp_fast.engine.analysis.analyze import (
     AnalysisOptions,
     analyze_samples,
     inflection_points,
@@ -20,7 +22,6 @@ from ganterp_fast.engine.analysis import (
     spectrogram,
 )
 from ganterp_fast.engine.errors import InputError
-from matplotlib import mlab
 
 # ---------------------------------------------------------------- the reference, as published
 
@@ -248,7 +249,7 @@ def test_bad_options_name_the_value(kwargs):
 @pytest.mark.parametrize("excerpt", [{"start": -1.0}, {"duration": 0.0}, {"start": 99.0}])
 def test_a_bad_excerpt_names_the_value_and_the_files_length(excerpt, tmp_path):
     """The excerpt belongs to the input: checked when the file is probed, with its length."""
-    from ganterp_fast.engine.source import open_source
+    from ganterp_fast.engine.audio.source import open_source
 
     song = media.write_soundfile(tmp_path / "song.wav", media.music(8000, 2.0), 8000)
     with pytest.raises(InputError) as info:

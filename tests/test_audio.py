@@ -10,7 +10,8 @@ import media
 import numpy as np
 import pytest
 import soundfile
-from ganterp_fast.engine.audio import (
+
+from ganterp_fast.engine.audio.decode import (
     excerpt_samples,
     iter_audio_frames,
     iter_channel0,
@@ -208,7 +209,7 @@ def test_excerpt_bounds_name_the_value_and_the_length(written, caplog):
         excerpt_samples(info, float("nan"))
     with pytest.raises(InputError):
         excerpt_samples(info, 0.0, float("inf"))
-    with caplog.at_level(logging.WARNING, logger="ganterp_fast.engine.audio"):
+    with caplog.at_level(logging.WARNING, logger="ganterp_fast.engine.audio.decode"):
         assert excerpt_samples(info, 1.5, 10.0) == (round(1.5 * RATE), round(0.5 * RATE))
     assert "runs past the end" in caplog.text
     assert len(read_channel0(info, start=1.5, duration=10.0)[0]) == round(0.5 * RATE)
@@ -247,7 +248,7 @@ def test_bad_inputs_are_one_line_input_errors_naming_the_file(bad_inputs, kind, 
 def test_a_truncated_mkv_decodes_what_is_there_with_a_warning(folder, caplog):
     whole = media.write_video(folder / "whole.mkv", media.music(22050, 4.0, channels=2), 22050, audio_codec="aac")
     cut = media.truncate(whole, folder / "cut.mkv", keep=0.5)
-    with caplog.at_level(logging.WARNING, logger="ganterp_fast.engine.audio"):
+    with caplog.at_level(logging.WARNING, logger="ganterp_fast.engine.audio.decode"):
         left, _ = read_channel0(cut)
     assert 0.5 < len(left) / 22050 < 3.0
     assert "may be truncated" in caplog.text and "cut.mkv" in caplog.text

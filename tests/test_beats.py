@@ -10,10 +10,11 @@ import av
 import media
 import numpy as np
 import pytest
+
 from ganterp_fast.cli.main import main
-from ganterp_fast.engine.analysis import AnalysisOptions, analyze_samples
-from ganterp_fast.engine.beats import beat_times, hpss_blocks, onset_envelope
-from ganterp_fast.engine.path import LatentPath, PathOptions
+from ganterp_fast.engine.analysis.analyze import AnalysisOptions, analyze_samples
+from ganterp_fast.engine.analysis.beats import beat_times, hpss_blocks, onset_envelope
+from ganterp_fast.engine.latent.path import LatentPath, PathOptions
 
 SR = 22050
 HOP_S = 128 / SR  # one spectrogram column

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import media
 import pytest
+
 from ganterp_fast.cli.main import main
-from ganterp_fast.engine.bench import gemm_peak, gflop_per_image, parse_int_list, useful_figures
-from ganterp_fast.engine.contract import parse_device
+from ganterp_fast.engine.backends.bench import gemm_peak, gflop_per_image, parse_int_list, useful_figures
+from ganterp_fast.engine.backends.contract import parse_device
+from ganterp_fast.engine.backends.providers import CPU, CUDA, TENSORRT, plan_providers
 from ganterp_fast.engine.errors import InputError
-from ganterp_fast.engine.providers import CPU, CUDA, TENSORRT, plan_providers
 
 BATCHES = (1, 2)
 
@@ -236,7 +237,9 @@ def test_bench_in_the_runtime_environment(tiny_onnx: Path, tmp_path: Path) -> No
 
 def test_bench_module_runs_without_the_cli() -> None:
     """The library entry point imports without torch or the CLI (what the runtime install needs)."""
-    code = "import sys, ganterp_fast.engine.bench as b; assert 'torch' not in sys.modules; print(b.RESOLUTIONS)"
+    code = (
+        "import sys, ganterp_fast.engine.backends.bench as b; assert 'torch' not in sys.modules; print(b.RESOLUTIONS)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "128" in result.stdout, result.stderr
 

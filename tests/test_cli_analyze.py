@@ -9,8 +9,9 @@ import sys
 import numpy as np
 import pytest
 import soundfile
-from ganterp_fast.engine.analysis import AnalysisOptions, analyze_samples
-from ganterp_fast.engine.example import EXAMPLE_RATE, example_music
+
+from ganterp_fast.engine.analysis.analyze import AnalysisOptions, analyze_samples
+from ganterp_fast.engine.audio.example import EXAMPLE_RATE, example_music
 
 
 def cli(*args, cwd=None):

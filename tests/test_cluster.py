@@ -26,11 +26,12 @@ from reliability_helpers import assert_error, cli
 
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed: pip install 'ganterp-fast[ray]'")
 
-from ganterp_fast.engine.cluster import Cluster  # noqa: E402
-from ganterp_fast.engine.job import prepare  # noqa: E402
-from ganterp_fast.engine.resume import segments_folder  # noqa: E402
-from ganterp_fast.engine.worker import Fault  # noqa: E402
 from media import render_options  # noqa: E402
+
+from ganterp_fast.engine.job import prepare  # noqa: E402
+from ganterp_fast.engine.scale.cluster import Cluster  # noqa: E402
+from ganterp_fast.engine.scale.resume import segments_folder  # noqa: E402
+from ganterp_fast.engine.scale.worker import Fault  # noqa: E402
 
 FPS = "8"
 SEGMENT = 1.0
@@ -244,7 +245,7 @@ def test_an_aac_soundtrack_is_copied(song, tiny_onnx, tmp_path) -> None:
     (the same bytes as the input's), in sync with the video; the frames are one process's."""
     clip = media.write_video(tmp_path / "clip.mp4", media.music(8000, 3.0), 8000, fps=8)
     job = prepare(clip, tmp_path / "copied.mp4", options(tiny_onnx))
-    from ganterp_fast.engine.resume import copyable_soundtrack, render_segmented
+    from ganterp_fast.engine.scale.resume import copyable_soundtrack, render_segmented
 
     assert copyable_soundtrack(job) == clip
     copied = render_segmented(job, segment_seconds=SEGMENT).output

@@ -15,13 +15,14 @@ import media
 import numpy as np
 import pytest
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
-from ganterp_fast.engine.analysis import AnalysisOptions
-from ganterp_fast.engine.backends import open_generator
-from ganterp_fast.engine.compose import SIZE_PRESETS, parse_size
+from media import render_options
+
+from ganterp_fast.engine.analysis.analyze import AnalysisOptions
+from ganterp_fast.engine.backends.choice import open_generator
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.job import prepare
 from ganterp_fast.engine.options import OutputOptions
-from media import render_options
+from ganterp_fast.engine.video.compose import SIZE_PRESETS, parse_size
 
 BUSY = AnalysisOptions(threshold=2e-3, inflection_type="both", rolling_length=60, smoothing=64)
 RATE = 22050

@@ -15,11 +15,12 @@ import av
 import media
 import numpy as np
 import pytest
+
 from ganterp_fast.cli.main import main
-from ganterp_fast.engine.analysis import AnalysisOptions, analyze
-from ganterp_fast.engine.cues import Cue, CueSheet, parse_classes_at, parse_time, read_sheet, write_sheet
+from ganterp_fast.engine.analysis.analyze import AnalysisOptions, analyze
 from ganterp_fast.engine.errors import InputError
-from ganterp_fast.engine.path import LatentPath, PathOptions
+from ganterp_fast.engine.latent.cues import Cue, CueSheet, parse_classes_at, parse_time, read_sheet, write_sheet
+from ganterp_fast.engine.latent.path import LatentPath, PathOptions
 
 BUSY = ("--threshold", "0.002", "--rolling-length", "60", "--smoothing", "128", "--inflection-type", "both")
 BUSY_OPTIONS = AnalysisOptions(threshold=0.002, rolling_length=60, smoothing=128, inflection_type="both")
@@ -118,7 +119,7 @@ def test_an_edited_class_changes_the_frames_after_its_cue_and_not_before(analysi
 
 
 def _sheet_of(path: LatentPath) -> CueSheet:
-    from ganterp_fast.engine.cues import sheet_from_path
+    from ganterp_fast.engine.latent.cues import sheet_from_path
 
     return sheet_from_path(path)
 

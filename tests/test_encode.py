@@ -18,8 +18,9 @@ import av
 import media
 import numpy as np
 import pytest
-from ganterp_fast.engine.encode import AudioClip, EncodeOptions, VideoWriter, choose_h264_encoder
+
 from ganterp_fast.engine.errors import InputError
+from ganterp_fast.engine.video.encode import AudioClip, EncodeOptions, VideoWriter, choose_h264_encoder
 
 FAST = EncodeOptions(preset="ultrafast")
 
@@ -362,7 +363,7 @@ def test_a_full_disk_is_a_render_error_and_leaves_nothing(tmp_path):
         import numpy as np
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
-        from ganterp_fast.engine.encode import EncodeOptions, VideoWriter
+        from ganterp_fast.engine.video.encode import EncodeOptions, VideoWriter
         from ganterp_fast.engine.errors import RenderError
         rng = np.random.default_rng(0)
         try:

@@ -9,8 +9,8 @@ from pathlib import Path
 import media
 import numpy as np
 import pytest
-from ganterp_fast.engine.errors import InputError, MissingExtraError, ModelError, ProviderError
-from ganterp_fast.engine.generator import (
+
+from ganterp_fast.engine.backends.onnxruntime_generator import (
     CPU,
     CUDA,
     INPUT_NAMES,
@@ -20,6 +20,7 @@ from ganterp_fast.engine.generator import (
     read_metadata,
     truncation_weights,
 )
+from ganterp_fast.engine.errors import InputError, MissingExtraError, ModelError, ProviderError
 
 TRUNCATIONS = (0.4, 0.58, 1.0)
 

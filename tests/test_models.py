@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from ganterp_fast.engine import models
+
+from ganterp_fast.engine.backends import models
+from ganterp_fast.engine.backends.onnxruntime_generator import Generator
 from ganterp_fast.engine.errors import InputError, MissingExtraError
-from ganterp_fast.engine.generator import Generator
 
 
 @pytest.fixture
@@ -89,7 +90,7 @@ def test_miss_hit_and_corrupt_rebuild(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ganterp_fast.engine.models")
+    caplog.set_level(logging.INFO, logger="ganterp_fast.engine.backends.models")
     entry = models.resolve_model(tiny_checkpoint)
     assert entry.parent == cache / "models" and entry.suffix == ".onnx"
     sidecar = entry.with_name(entry.name + ".json")

@@ -17,14 +17,15 @@ import av
 import media
 import numpy as np
 import pytest
-from ganterp_fast.engine import backends
-from ganterp_fast.engine.backends import AUTO_BF16, export_precision, open_generator, plan_precision
+
+from ganterp_fast.engine.backends import choice as backends
+from ganterp_fast.engine.backends.choice import AUTO_BF16, export_precision, open_generator, plan_precision
+from ganterp_fast.engine.backends.onnxruntime_generator import Generator
 from ganterp_fast.engine.errors import InputError, ModelError
-from ganterp_fast.engine.generator import Generator
 
 ov = pytest.importorskip("openvino", reason="openvino is not installed (the [cpu] extra brings it)")
 
-from ganterp_fast.engine.openvino_backend import (  # noqa: E402  (after the importorskip)
+from ganterp_fast.engine.backends.openvino_generator import (  # noqa: E402  (after the importorskip)
     BF16_CPUS,
     GATE_PSNR_DB,
     Bf16Capability,

@@ -6,11 +6,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from ganterp_fast.engine.analysis import AnalysisOptions, analyze_samples
-from ganterp_fast.engine.classes import class_index, find_classes, parse_classes
+
+from ganterp_fast.engine.analysis.analyze import AnalysisOptions, analyze_samples
+from ganterp_fast.engine.audio.example import EXAMPLE_RATE, example_music
 from ganterp_fast.engine.errors import InputError
-from ganterp_fast.engine.example import EXAMPLE_RATE, example_music
-from ganterp_fast.engine.path import LatentPath, PathOptions, frame_count, parse_fps
+from ganterp_fast.engine.latent.classes import class_index, find_classes, parse_classes
+from ganterp_fast.engine.latent.path import LatentPath, PathOptions, frame_count, parse_fps
 
 
 @pytest.fixture(scope="module")

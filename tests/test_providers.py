@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ganterp_fast.engine.errors import InputError, ProviderError
-from ganterp_fast.engine.generator import Generator
-from ganterp_fast.engine.providers import (
+from media import latents
+
+from ganterp_fast.engine.backends.onnxruntime_generator import Generator
+from ganterp_fast.engine.backends.providers import (
     BOUND_BATCHES_KEPT,
     CPU,
     CUDA,
@@ -23,7 +24,7 @@ from ganterp_fast.engine.providers import (
     ProviderPlan,
     plan_providers,
 )
-from media import latents
+from ganterp_fast.engine.errors import InputError, ProviderError
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,7 @@ def test_plan_cuda_graph_on_the_cpu_is_a_note() -> None:
 
 
 def test_generator_cuda_graph_on_the_cpu(tiny_onnx: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="ganterp_fast.engine.generator"):
+    with caplog.at_level(logging.WARNING, logger="ganterp_fast.engine.backends.onnxruntime_generator"):
         generator = Generator(tiny_onnx, device="cpu", cuda_graph=True)
     assert generator.device == "cpu" and not generator.cuda_graph
     assert "CUDA graphs apply on the GPU only" in caplog.text
@@ -118,7 +119,7 @@ def test_session_refusing_cuda_graphs_falls_back(
     tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Capture needs every node on the GPU: a session that refuses it is made again without."""
-    import ganterp_fast.engine.generator as module
+    import ganterp_fast.engine.backends.onnxruntime_generator as module
 
     real_plan, real_session = module.plan_providers, Generator._make_session
     plans: list[ProviderPlan] = []
@@ -138,7 +139,7 @@ def test_session_refusing_cuda_graphs_falls_back(
 
     monkeypatch.setattr(module, "plan_providers", graph_plan)
     monkeypatch.setattr(Generator, "_make_session", refusing)
-    with caplog.at_level(logging.WARNING, logger="ganterp_fast.engine.generator"):
+    with caplog.at_level(logging.WARNING, logger="ganterp_fast.engine.backends.onnxruntime_generator"):
         generator = Generator(tiny_onnx, device="cpu", cuda_graph=True)
     assert [p.cuda_graph for p in plans] == [True, False]
     assert not generator.cuda_graph

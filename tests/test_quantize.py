@@ -12,8 +12,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
+from ganterp_fast.engine.backends.onnxruntime_generator import META_PREFIX, Generator, check_metadata, read_metadata  # noqa: E402
 from ganterp_fast.engine.errors import InputError, ModelError  # noqa: E402
-from ganterp_fast.engine.generator import META_PREFIX, Generator, check_metadata, read_metadata  # noqa: E402
 from ganterp_fast.export.quantize import Int8Settings, QuantizeReport, quantize_int8  # noqa: E402
 
 # Measured on the tiny model (channel_width 16, seed 0): every convolution in int8 gives

@@ -19,12 +19,6 @@ import av
 import media
 import numpy as np
 import pytest
-from ganterp_fast.engine import models
-from ganterp_fast.engine.analysis import AnalysisOptions
-from ganterp_fast.engine.api import render
-from ganterp_fast.engine.errors import RenderError
-from ganterp_fast.engine.generator import Generator
-from ganterp_fast.engine.pipeline import is_out_of_memory
 from media import render_options
 from reliability_helpers import (
     FAST,
@@ -36,6 +30,13 @@ from reliability_helpers import (
     song,  # noqa: F401  (a fixture)
 )
 
+from ganterp_fast.engine.analysis.analyze import AnalysisOptions
+from ganterp_fast.engine.api import render
+from ganterp_fast.engine.backends import models
+from ganterp_fast.engine.backends.onnxruntime_generator import Generator
+from ganterp_fast.engine.errors import RenderError
+from ganterp_fast.engine.pipeline import is_out_of_memory
+
 # Analysis settings that find several inflection points in a few seconds.
 BUSY = AnalysisOptions(threshold=2e-3, inflection_type="both", rolling_length=60, smoothing=64)
 
@@ -44,7 +45,7 @@ BUSY = AnalysisOptions(threshold=2e-3, inflection_type="both", rolling_length=60
 
 
 FLAKY_GENERATOR = """
-from ganterp_fast.engine.generator import Generator
+from ganterp_fast.engine.backends.onnxruntime_generator import Generator
 real_call = Generator.__call__
 calls = []
 
@@ -87,7 +88,7 @@ def test_an_unexpected_os_error_is_one_line_exit_1_and_debug_shows_it(song, tiny
     """An OSError no layer expected (here: reading the model) is still one line naming the file."""
     prelude = """
         import errno
-        from ganterp_fast.engine import generator
+        from ganterp_fast.engine.backends import onnxruntime_generator as generator
         def broken(path):
             raise OSError(errno.EIO, "Input/output error", str(path))
         generator.read_metadata = broken
@@ -194,7 +195,7 @@ def _frames(path: Path) -> list[np.ndarray]:
 SLOW_EXPORT = """
 import os, sys, time
 from pathlib import Path
-from ganterp_fast.engine import models
+from ganterp_fast.engine.backends import models
 
 source_onnx, checkpoint, log, go, pause = sys.argv[1:6]
 
@@ -289,7 +290,7 @@ def test_an_export_killed_half_way_is_rebuilt_never_used(tiny_checkpoint, tiny_o
     calls: list[str] = []
     monkeypatch.setenv(models.CACHE_ENV, str(cache))
     monkeypatch.setattr(models, "_import_export", lambda: _CopyExport(tiny_onnx, calls))
-    with caplog.at_level(logging.WARNING, logger="ganterp_fast.engine.models"):
+    with caplog.at_level(logging.WARNING, logger="ganterp_fast.engine.backends.models"):
         assert models.resolve_model(tiny_checkpoint) == entry  # the lock died with its holder
     assert "corrupt or incomplete" in caplog.text and len(calls) == 1
     assert entry.read_bytes() == tiny_onnx.read_bytes()

@@ -13,8 +13,6 @@ from pathlib import Path
 import media
 import numpy as np
 import pytest
-from ganterp_fast.engine.audio import read_channel0
-from ganterp_fast.engine.path import frame_count
 from reliability_helpers import (
     FAST,
     SONG_SECONDS,
@@ -26,6 +24,9 @@ from reliability_helpers import (
     run_all,
     song,  # noqa: F401  (a fixture)
 )
+
+from ganterp_fast.engine.audio.decode import read_channel0
+from ganterp_fast.engine.latent.path import frame_count
 
 # ---------------------------------------------------------------- inputs
 
@@ -306,7 +307,7 @@ def _option_cases(song: Path, tiny_onnx: Path, folder: Path) -> dict[str, tuple[
 
 
 def _working_encoders() -> tuple[str, ...]:
-    from ganterp_fast.engine.encode import probe_h264_encoders
+    from ganterp_fast.engine.video.encode import probe_h264_encoders
 
     return probe_h264_encoders()
 

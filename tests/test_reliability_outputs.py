@@ -18,8 +18,6 @@ from pathlib import Path
 
 import media
 import pytest
-from ganterp_fast.cli import main as cli_main
-from ganterp_fast.engine import errors, models
 from reliability_helpers import (
     FAST,
     assert_error,
@@ -30,6 +28,10 @@ from reliability_helpers import (
     run_all,
     song,  # noqa: F401  (a fixture)
 )
+
+from ganterp_fast.cli import main as cli_main
+from ganterp_fast.engine import errors
+from ganterp_fast.engine.backends import models
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

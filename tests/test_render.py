@@ -14,11 +14,12 @@ import av
 import media
 import numpy as np
 import pytest
-from ganterp_fast.engine.analysis import AnalysisOptions
+from media import render_options
+
+from ganterp_fast.engine.analysis.analyze import AnalysisOptions
 from ganterp_fast.engine.api import render
 from ganterp_fast.engine.errors import InputError
-from ganterp_fast.engine.path import PathOptions, frame_count
-from media import render_options
+from ganterp_fast.engine.latent.path import PathOptions, frame_count
 
 # Analysis settings that find several inflection points in a few seconds of audio.
 BUSY = AnalysisOptions(threshold=2e-3, inflection_type="both", rolling_length=60, smoothing=64)
@@ -119,7 +120,7 @@ def test_render_writes_a_synced_h264_video_of_the_audio(media_dir, tiny_onnx, tm
 
 
 def _read_channel0(path):
-    from ganterp_fast.engine.audio import read_channel0
+    from ganterp_fast.engine.audio.decode import read_channel0
 
     samples, rate = read_channel0(path)
     return samples.astype(np.float64), rate
@@ -186,7 +187,7 @@ def test_existing_output_is_kept_without_overwrite(media_dir, tiny_onnx, tmp_pat
 
 def test_codec_choice(media_dir, tiny_onnx, tmp_path):
     """auto falls back to libx264 where NVENC does not open; asking for NVENC there fails before any work."""
-    from ganterp_fast.engine.encode import probe_h264_encoders
+    from ganterp_fast.engine.video.encode import probe_h264_encoders
 
     with pytest.raises(InputError, match="codec must be one of"):
         render_options(codec="h265")

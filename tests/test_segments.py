@@ -9,11 +9,12 @@ import av
 import media
 import numpy as np
 import pytest
-from ganterp_fast.engine.analysis import AnalysisOptions
+from media import render_options
+
+from ganterp_fast.engine.analysis.analyze import AnalysisOptions
 from ganterp_fast.engine.errors import InputError, RenderError
 from ganterp_fast.engine.job import plan_segments, prepare
-from ganterp_fast.engine.segments import join
-from media import render_options
+from ganterp_fast.engine.scale.segments import join
 
 BUSY = AnalysisOptions(threshold=2e-3, inflection_type="both", rolling_length=60, smoothing=64)
 FPS = 10

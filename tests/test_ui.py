@@ -22,12 +22,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from ganterp_fast.cli.main import main
-from ganterp_fast.engine.analysis import AnalysisOptions, analyze
-from ganterp_fast.engine.errors import InputError
-from ganterp_fast.engine.example import EXAMPLE_SECONDS
-from ganterp_fast.engine.path import frame_count
 from media import music, write_random_bytes, write_soundfile
+
+from ganterp_fast.cli.main import main
+from ganterp_fast.engine.analysis.analyze import AnalysisOptions, analyze
+from ganterp_fast.engine.audio.example import EXAMPLE_SECONDS
+from ganterp_fast.engine.errors import InputError
+from ganterp_fast.engine.latent.path import frame_count
 
 CHROMIUM = "/usr/bin/chromium"
 SECONDS = 4.0
@@ -367,8 +368,8 @@ def test_two_pages_render_at_once_each_with_its_own_files(server, browser, song,
 
 
 def test_the_cue_table_is_the_cue_sheet_and_its_mistakes_name_the_cue(song, tmp_path) -> None:
-    from ganterp_fast.engine.cues import read_sheet
-    from ganterp_fast.engine.path import PathOptions
+    from ganterp_fast.engine.latent.cues import read_sheet
+    from ganterp_fast.engine.latent.path import PathOptions
     from ganterp_fast.ui import actions
 
     page = actions.analyse(song, AnalysisOptions(threshold=0.0005), PathOptions(seed=3), tmp_path / "plot.png")

@@ -26,13 +26,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from ganterp_fast.engine.analysis import Analysis, AnalysisOptions, analyze
-from ganterp_fast.engine.classes import all_classes
-from ganterp_fast.engine.cues import CueSheet, format_sheet, read_sheet, sheet_from_path
+from ganterp_fast.engine.analysis.analyze import Analysis, AnalysisOptions, analyze
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.job import Progress, RenderJob, RenderResult, prepare
+from ganterp_fast.engine.latent.classes import all_classes
+from ganterp_fast.engine.latent.cues import CueSheet, format_sheet, read_sheet, sheet_from_path
+from ganterp_fast.engine.latent.path import LatentPath, PathOptions
 from ganterp_fast.engine.options import ModelOptions, RenderOptions
-from ganterp_fast.engine.path import LatentPath, PathOptions
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def analyse(
     duration: float | None = None,
 ) -> Analysed:
     """`analyze --plot --cues`: the analysis, its plot and the cue sheet of the path it draws."""
-    from ganterp_fast.engine.plot import plot_analysis
+    from ganterp_fast.engine.analysis.plot import plot_analysis
 
     result = analyze(input_path, analysis, start=start, duration=duration, keep_plot=True)
     latent = LatentPath(result, path, Fraction(30))  # the classes, z and times render would use

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from ganterp_fast.engine.analysis import AnalysisOptions
-from ganterp_fast.engine.beats import SOURCES
-from ganterp_fast.engine.compose import FITS, LAYOUTS, SIZE_PRESETS
+
+from ganterp_fast.engine.analysis.analyze import AnalysisOptions
+from ganterp_fast.engine.analysis.beats import SOURCES
+from ganterp_fast.engine.analysis.inflection import INFLECTION_TYPES
 from ganterp_fast.engine.errors import GanterpError, InputError
-from ganterp_fast.engine.inflection import INFLECTION_TYPES
+from ganterp_fast.engine.latent.path import Z_MODES, PathOptions
 from ganterp_fast.engine.options import ModelOptions, OutputOptions
-from ganterp_fast.engine.path import Z_MODES, PathOptions
+from ganterp_fast.engine.video.compose import FITS, LAYOUTS, SIZE_PRESETS
 from ganterp_fast.ui import actions
 from ganterp_fast.ui.session import Workspace
 
@@ -147,7 +148,7 @@ def build(options: PageOptions, workspace: Workspace) -> gr.Blocks:
     def on_example(
         start, duration, threshold, inflection, smoothing, source, snap, seed, z_mode, request: gr.Request
     ) -> tuple:
-        from ganterp_fast.engine.example import write_example
+        from ganterp_fast.engine.audio.example import write_example
 
         session = request.session_hash
         path = str(write_example(workspace.new_file(session, "example-music", ".wav")))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from .errors import InputError, RenderError
+from ganterp_fast.engine.errors import InputError, RenderError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import functools
 import os
 from pathlib import Path
 
-from .errors import InputError, MissingExtraError, ModelError
+from ganterp_fast.engine.errors import InputError, MissingExtraError, ModelError
 
 FORMAT_VERSION = "1"
 META_PREFIX = "ganterp_fast."

@@ -19,13 +19,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .encode import container_for
-from .errors import GanterpError, InputError, RenderError
-from .files import check_output, temporary_beside
-from .soundtrack import Soundtrack
+from ganterp_fast.engine.audio.soundtrack import Soundtrack
+from ganterp_fast.engine.errors import GanterpError, InputError, RenderError
+from ganterp_fast.engine.files import check_output, temporary_beside
+from ganterp_fast.engine.video.encode import container_for
 
 if TYPE_CHECKING:
-    from .job import RenderJob
+    from ganterp_fast.engine.job import RenderJob
 
 log = logging.getLogger(__name__)
 

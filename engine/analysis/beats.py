@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from .errors import MissingExtraError
+from ganterp_fast.engine.errors import MissingExtraError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .audio import AudioInfo, excerpt_samples, probe_audio
+from ganterp_fast.engine.audio.decode import AudioInfo, excerpt_samples, probe_audio
 
 
 @dataclass(frozen=True)

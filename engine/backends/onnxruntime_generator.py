@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .contract import (  # noqa: F401  (some re-exported: the exporter and the tests import them from here)
+from ganterp_fast.engine.backends.contract import (  # noqa: F401  (some re-exported: the exporter and the tests import them from here)
     FORMAT_VERSION,
     INPUT_NAMES,
     INPUT_WIDTHS,
@@ -40,8 +40,7 @@ from .contract import (  # noqa: F401  (some re-exported: the exporter and the t
     parse_device,
     read_metadata,
 )
-from .errors import InputError, MissingExtraError, ModelError, ProviderError
-from .providers import (  # noqa: F401  (CPU, DEVICES, physical_cores: re-exported for callers)
+from ganterp_fast.engine.backends.providers import (  # noqa: F401  (CPU, DEVICES, physical_cores: re-exported for callers)
     CPU,
     CUDA,
     DEVICES,
@@ -52,6 +51,7 @@ from .providers import (  # noqa: F401  (CPU, DEVICES, physical_cores: re-export
     plan_providers,
     preload_cuda_libraries,
 )
+from ganterp_fast.engine.errors import InputError, MissingExtraError, ModelError, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class Generator:
 
         trt_cache = None
         if tensorrt:
-            from .cache import cache_dir
+            from ganterp_fast.engine.cache import cache_dir
 
             trt_cache = cache_dir() / "tensorrt"
             trt_cache.mkdir(parents=True, exist_ok=True)

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import GanterpError, InputError, MissingExtraError, RenderError
-from .worker import MAX_RESTARTS, Fault, ModelShipment, SegmentWorker
+from ganterp_fast.engine.errors import GanterpError, InputError, MissingExtraError, RenderError
+from ganterp_fast.engine.scale.worker import MAX_RESTARTS, Fault, ModelShipment, SegmentWorker
 
 if TYPE_CHECKING:
-    from .job import Progress, RenderJob, RenderResult
+    from ganterp_fast.engine.job import Progress, RenderJob, RenderResult
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class Cluster:
         if self.owns_ray and ray.is_initialized():
             ray.shutdown()
 
-    def _plan_workers(self, ray) -> list[dict[str, Any]]:  # noqa: ANN001
+    def _plan_workers(self, ray) -> list[dict[str, Any]]:
         """Actor options per worker: one per GPU where the cluster has GPUs, else CPU shares."""
         total = ray.cluster_resources()
         gpus = int(total.get("GPU", 0))
@@ -266,9 +266,9 @@ class Cluster:
         go on; a failure of the pool itself (no worker left, a segment failing on
         SEGMENT_ATTEMPTS workers) raises RenderError. Ctrl-C cancels the work and leaves no output.
         """
-        from .job import SEGMENT_SECONDS, Progress
-        from .resume import SegmentStore, copyable_soundtrack
-        from .segments import encode_soundtrack
+        from ganterp_fast.engine.job import SEGMENT_SECONDS, Progress
+        from ganterp_fast.engine.scale.resume import SegmentStore, copyable_soundtrack
+        from ganterp_fast.engine.scale.segments import encode_soundtrack
 
         ray = import_ray()
         wall = time.perf_counter()
@@ -473,7 +473,7 @@ class Cluster:
         progress: Callable[[Progress], None] | None = None,
     ) -> RenderResult:
         """Render one job on the pool (`render`); its error raised, its result as `job.run`'s."""
-        from .resume import result_of
+        from ganterp_fast.engine.scale.resume import result_of
 
         wall = time.perf_counter()
         outcome = self.render([job], segment_seconds=segment_seconds, resume=resume, progress=progress)[0]
@@ -507,14 +507,14 @@ class Cluster:
         with contextlib.suppress(Exception):
             ray.kill(self._actors[worker], no_restart=True)
 
-    def _workers_on_dead_nodes(self, ray, alive: set[int]) -> list[int]:  # noqa: ANN001
+    def _workers_on_dead_nodes(self, ray, alive: set[int]) -> list[int]:
         try:
             live = {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
         except Exception:  # the state API is best effort here
             return []
         return [worker for worker in alive if self.reports[worker].node not in live]
 
-    def _ship_models(self, ray, jobs: Sequence[RenderJob], indices: set[int]) -> dict[Any, ModelShipment]:  # noqa: ANN001
+    def _ship_models(self, ray, jobs: Sequence[RenderJob], indices: set[int]) -> dict[Any, ModelShipment]:
         """Each distinct model file once into the object store (resolved, exported if need be, here)."""
         shipments: dict[Any, ModelShipment] = {}
         by_path: dict[Path, ModelShipment] = {}
@@ -545,7 +545,7 @@ def _kept_note(stores: list) -> str:
     return "; the finished segments are kept: run again with --resume" if kept else ""
 
 
-def _resources(ray) -> str:  # noqa: ANN001
+def _resources(ray) -> str:
     total = ray.cluster_resources()
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     return f"{nodes} nodes, {int(total.get('CPU', 0))} CPUs, {int(total.get('GPU', 0))} GPUs"

@@ -26,10 +26,10 @@ from fractions import Fraction
 
 import numpy as np
 
-from .analysis import Analysis, segment_alphas
-from .classes import NUM_CLASSES, class_index
-from .cues import CueSheet
-from .errors import InputError
+from ganterp_fast.engine.analysis.analyze import Analysis, segment_alphas
+from ganterp_fast.engine.errors import InputError
+from ganterp_fast.engine.latent.classes import NUM_CLASSES, class_index
+from ganterp_fast.engine.latent.cues import CueSheet
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class LatentPath:
             self._prepare_pulse(options)
 
     def _prepare_pulse(self, options: PathOptions) -> None:
-        from .beats import pulse_curve
+        from ganterp_fast.engine.analysis.beats import pulse_curve
 
         envelope = self.analysis.onset_envelope
         if envelope is None:

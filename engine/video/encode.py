@@ -25,10 +25,10 @@ from typing import NoReturn
 
 import numpy as np
 
-from .errors import GanterpError, InputError, RenderError
-from .files import check_output, temporary_beside
-from .soundtrack import Soundtrack
-from .source import Source, open_source
+from ganterp_fast.engine.audio.soundtrack import Soundtrack
+from ganterp_fast.engine.audio.source import Source, open_source
+from ganterp_fast.engine.errors import GanterpError, InputError, RenderError
+from ganterp_fast.engine.files import check_output, temporary_beside
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError
+from ganterp_fast.engine.errors import InputError
 
 if TYPE_CHECKING:
-    from .job import Progress, RenderJob
+    from ganterp_fast.engine.job import Progress, RenderJob
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class SegmentWorker:
 
     def _model_file(self, shipment: ModelShipment) -> Path:
         """The model on this node: from the node's cache, else from the object store (once)."""
-        from .cache import cache_dir
+        from ganterp_fast.engine.cache import cache_dir
 
         folder = cache_dir() / "cluster-models"
         target = folder / f"{shipment.sha256}.onnx"

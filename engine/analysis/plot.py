@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import Analysis
-from .errors import InputError, MissingExtraError
-from .files import atomic_output
+from ganterp_fast.engine.analysis.analyze import Analysis
+from ganterp_fast.engine.errors import InputError, MissingExtraError
+from ganterp_fast.engine.files import atomic_output
 
 # Image formats the plot is written in, by file suffix (none: PNG).
 PLOT_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg")
@@ -99,7 +99,7 @@ def plot_analysis(
         )
     cues = getattr(latent, "options", None) is not None and latent.options.cues is not None
     if cues:
-        from .classes import all_classes
+        from ganterp_fast.engine.latent.classes import all_classes
 
         for t, cls in latent.schedule():
             ax_alpha.axvline(t, color="tab:purple", linewidth=0.8)

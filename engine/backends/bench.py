@@ -1,7 +1,7 @@
 """Generator throughput per device: images/s, latency, and the share of the machine's peak.
 
 ```python
-from ganterp_fast.engine.bench import BenchOptions, bench, markdown
+from ganterp_fast.engine.backends.bench import BenchOptions, bench, markdown
 report = bench(["model.onnx"], BenchOptions(device="cpu", batch_sizes=(1, 4)))
 print(markdown(report))            # report is a plain dict: every figure, versions, settings
 ```
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from .contract import META_PREFIX, NUM_CLASSES, PRECISIONS, Z_DIM, parse_device
-from .errors import GanterpError, InputError, MissingExtraError
+from ganterp_fast.engine.backends.contract import META_PREFIX, NUM_CLASSES, PRECISIONS, Z_DIM, parse_device
+from ganterp_fast.engine.errors import GanterpError, InputError, MissingExtraError
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def parse_int_list(text: str, *, what: str, example: str, allowed: Sequence[int]
 
 def cpu_description() -> dict[str, Any]:
     """CPU model name, logical CPUs usable here, physical cores and the bf16/AMX/VNNI flags."""
-    from .providers import physical_cores, usable_cpus
+    from ganterp_fast.engine.backends.providers import physical_cores, usable_cpus
 
     name, flags = platform.processor() or platform.machine(), set()
     try:
@@ -282,7 +282,7 @@ def _ort_matmul(precision: str, size: int, *, device_id: int = 0, threads: int |
     """A one-node ONNX model (MatMul fp16, or MatMulInteger u8 x s8) run through ONNX Runtime."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from .providers import CPU, CUDA, physical_cores, preload_cuda_libraries
+    from ganterp_fast.engine.backends.providers import CPU, CUDA, physical_cores, preload_cuda_libraries
 
     ort = _onnxruntime()
     rng = np.random.default_rng(0)
@@ -332,7 +332,7 @@ def _openvino_matmul(size: int, *, threads: int | None = None) -> Callable[[], A
     import openvino as ov
     from openvino import opset13
 
-    from .providers import physical_cores
+    from ganterp_fast.engine.backends.providers import physical_cores
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)
@@ -363,7 +363,7 @@ def default_models(resolutions: Sequence[int]) -> list[str]:
 
 def _check_model(model: str, precision: str, weights: str | None, seed: int) -> None:
     """`InputError` for a model that is neither an existing .onnx, a pretrained name nor a checkpoint."""
-    from .models import cache_key
+    from ganterp_fast.engine.backends.models import cache_key
 
     if model.lower().endswith(".onnx"):
         path = Path(model).expanduser()
@@ -378,7 +378,7 @@ def _check_model(model: str, precision: str, weights: str | None, seed: int) -> 
 
 def _resolve(model: str, precision: str, weights: str | None, seed: int) -> Path:
     """The .onnx of `model`: as given, or exported once into the cache."""
-    from .models import resolve_model
+    from ganterp_fast.engine.backends.models import resolve_model
 
     if model.lower().endswith(".onnx"):
         return Path(model).expanduser()
@@ -395,7 +395,7 @@ def _resolve(model: str, precision: str, weights: str | None, seed: int) -> Path
 
 def _check_precision(path: Path, requested: str) -> None:
     """A ready model runs in the precision it was exported in: refuse another one asked for."""
-    from .generator import read_metadata
+    from ganterp_fast.engine.backends.onnxruntime_generator import read_metadata
 
     exported = read_metadata(path).get(META_PREFIX + "precision", "fp32")
     if requested not in ("auto", exported) and not (requested == "bf16" and exported == "fp32"):
@@ -413,7 +413,7 @@ def _bench_model(
     peaks: dict[str, dict[str, Any]],
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
-    from .backends import open_generator, quality_figures
+    from ganterp_fast.engine.backends.choice import open_generator, quality_figures
 
     progress(f"opening {path.name}")
     started = time.perf_counter()
@@ -497,8 +497,8 @@ def bench(
     those sizes with seeded random weights. Raises `ProviderError` when the device is not
     there (checked before any export), `InputError` for a missing model.
     """
-    from .backends import export_precision, plan_precision
-    from .providers import plan_providers
+    from ganterp_fast.engine.backends.choice import export_precision, plan_precision
+    from ganterp_fast.engine.backends.providers import plan_providers
 
     options = options or BenchOptions()
     say = progress or (lambda message: None)

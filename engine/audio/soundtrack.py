@@ -13,7 +13,7 @@ import math
 from collections.abc import Generator, Iterable
 from fractions import Fraction
 
-from .audio import AudioInfo, iter_audio_frames
+from ganterp_fast.engine.audio.decode import AudioInfo, iter_audio_frames
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .classes import all_classes, class_index
-from .errors import InputError
+from ganterp_fast.engine.errors import InputError
+from ganterp_fast.engine.latent.classes import all_classes, class_index
 
 FORMAT = "ganterp-fast cue sheet"
 VERSION = 1
@@ -226,7 +226,7 @@ def cue_format(path: str | os.PathLike[str]) -> str:
 
 def write_sheet(sheet: CueSheet, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Write the sheet whole or not at all (a temporary file renamed on success)."""
-    from .files import atomic_output
+    from ganterp_fast.engine.files import atomic_output
 
     text = format_sheet(sheet, cue_format(path))
     with atomic_output(path, overwrite=overwrite) as temporary:

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, RenderError
-from .pipeline import Ahead, reason
-from .source_video import VideoFrames, VideoInfo
+from ganterp_fast.engine.errors import InputError, RenderError
+from ganterp_fast.engine.pipeline import Ahead, reason
+from ganterp_fast.engine.video.input_video import VideoFrames, VideoInfo
 
 SIZE_PRESETS = {
     "720p": (1280, 720),

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio_info import BACKENDS, WHAT_WORKS, AudioInfo, Backend
-from .audio_pyav import default_layout, probe_pyav, pyav_blocks
-from .errors import InputError
+from ganterp_fast.engine.audio.info import BACKENDS, WHAT_WORKS, AudioInfo, Backend
+from ganterp_fast.engine.audio.pyav_decode import default_layout, probe_pyav, pyav_blocks
+from ganterp_fast.engine.errors import InputError
 
 log = logging.getLogger(__name__)
 

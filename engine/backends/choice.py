@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import InputError
-from .openvino_backend import Bf16Capability, bf16_capability, require_native_bf16
+from ganterp_fast.engine.backends.openvino_generator import Bf16Capability, bf16_capability, require_native_bf16
+from ganterp_fast.engine.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def open_generator(
     fp32 export that passes its gate, ONNX Runtime fp32 otherwise. Anything else: ONNX
     Runtime (CPU, CUDA, TensorRT), the exact path. `capability` replaces this CPU's (tests).
     """
-    from .generator import Generator
+    from ganterp_fast.engine.backends.onnxruntime_generator import Generator
 
     if precision in ("bf16", AUTO_BF16):
         generator = _open_bf16(model_path, precision, threads=threads, capability=capability)
@@ -74,8 +74,13 @@ def _open_bf16(
     model_path: str | os.PathLike[str], precision: str, *, threads: int | None, capability: Bf16Capability | None
 ) -> FrameGenerator | None:
     """The gated OpenVINO bf16 generator, or None where `AUTO_BF16` falls back to fp32."""
-    from .generator import META_PREFIX, read_metadata
-    from .openvino_backend import OpenVinoGenerator, gate_refusal, quality_gate, stored_gate
+    from ganterp_fast.engine.backends.onnxruntime_generator import META_PREFIX, read_metadata
+    from ganterp_fast.engine.backends.openvino_generator import (
+        OpenVinoGenerator,
+        gate_refusal,
+        quality_gate,
+        stored_gate,
+    )
 
     auto = precision == AUTO_BF16
     if auto and read_metadata(model_path).get(META_PREFIX + "precision", "fp32") != "fp32":
@@ -142,7 +147,7 @@ def quality_figures(generator: FrameGenerator) -> dict[str, Any] | None:
     """The stored quality-gate figures of a gated generator (OpenVINO bf16), for `bench` and logs; else None."""
     from dataclasses import asdict
 
-    from .openvino_backend import OpenVinoGenerator, stored_gate
+    from ganterp_fast.engine.backends.openvino_generator import OpenVinoGenerator, stored_gate
 
     if not isinstance(generator, OpenVinoGenerator) or generator.precision != "bf16":
         return None

@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from .contract import INPUT_WIDTHS, META_PREFIX, NUM_CLASSES, OUTPUT_NAME, Z_DIM
-from .errors import InputError, MissingExtraError, ModelError
-from .generator import Generator, check_metadata, read_metadata
-from .providers import physical_cores, usable_cpus
+from ganterp_fast.engine.backends.contract import INPUT_WIDTHS, META_PREFIX, NUM_CLASSES, OUTPUT_NAME, Z_DIM
+from ganterp_fast.engine.backends.onnxruntime_generator import Generator, check_metadata, read_metadata
+from ganterp_fast.engine.backends.providers import physical_cores, usable_cpus
+from ganterp_fast.engine.errors import InputError, MissingExtraError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def model_sha256(path: str | os.PathLike[str]) -> str:
 
 def openvino_cache_root() -> Path:
     """Where compiled models and gate figures live: `<cache_dir>/openvino`."""
-    from .models import cache_dir
+    from ganterp_fast.engine.backends.models import cache_dir
 
     return cache_dir() / "openvino"
 

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .beats import ONSET_HOP, SOURCES
-from .errors import InputError
-from .inflection import INFLECTION_TYPES, inflection_points
+from ganterp_fast.engine.analysis.beats import ONSET_HOP, SOURCES
+from ganterp_fast.engine.analysis.inflection import INFLECTION_TYPES, inflection_points
+from ganterp_fast.engine.errors import InputError
 
 if TYPE_CHECKING:
-    from .source import Source
+    from ganterp_fast.engine.audio.source import Source
 
 log = logging.getLogger(__name__)
 
@@ -380,12 +380,12 @@ def analyze_samples(
     stream = _StreamingTV(int(sample_rate), plot_group=group)
     onsets = None
     if options.snap_to_beats or options.onsets:
-        from .beats import OnsetTracker
+        from ganterp_fast.engine.analysis.beats import OnsetTracker
 
         onsets = OnsetTracker(int(sample_rate))
     blocks = _checked(blocks, onsets)
     if options.analysis_source != "mix":
-        from .beats import hpss_blocks
+        from ganterp_fast.engine.analysis.beats import hpss_blocks
 
         blocks = hpss_blocks(blocks, int(sample_rate), options.analysis_source)
     for block in blocks:
@@ -421,7 +421,7 @@ def _with_onsets(result: Analysis, envelope: np.ndarray) -> Analysis:
     """The analysis with the onset envelope, and with snap_to_beats its points moved onto beats."""
     from dataclasses import replace
 
-    from .beats import beat_times, snap_points
+    from ganterp_fast.engine.analysis.beats import beat_times, snap_points
 
     options = result.options
     result = replace(result, onset_envelope=envelope if options.onsets else None)
@@ -461,8 +461,8 @@ def analyze(
     """
     from dataclasses import replace
 
-    from .audio import iter_channel0
-    from .source import open_source
+    from ganterp_fast.engine.audio.decode import iter_channel0
+    from ganterp_fast.engine.audio.source import open_source
 
     options = replace(options or AnalysisOptions(), **overrides)
     source = open_source(path, start=start, duration=duration)

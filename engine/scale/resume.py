@@ -19,11 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, RenderError
+from ganterp_fast.engine.errors import InputError, RenderError
 
 if TYPE_CHECKING:
-    from .backends import FrameGenerator
-    from .job import Progress, RenderJob, RenderResult
+    from ganterp_fast.engine.backends.choice import FrameGenerator
+    from ganterp_fast.engine.job import Progress, RenderJob, RenderResult
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class SegmentStore:
 
     def join(self) -> Path:
         """Join every segment into the job's output, then remove the folder."""
-        from .segments import join
+        from ganterp_fast.engine.scale.segments import join
 
         missing = [r for r in self.ranges if not self.path(*r).is_file()]
         if missing:
@@ -192,7 +192,7 @@ def render_segmented(
     progress: Callable[[Progress], None] | None = None,
 ) -> RenderResult:
     """One process as one worker: render the missing segments in order, keep each, join them."""
-    from .job import SEGMENT_SECONDS, Progress
+    from ganterp_fast.engine.job import SEGMENT_SECONDS, Progress
 
     wall = time.perf_counter()
     ranges = job.segments(segment_seconds or SEGMENT_SECONDS)
@@ -237,7 +237,7 @@ def render_segmented(
 
 def result_of(job: RenderJob, output: Path, *, device: str, providers: list[str], model_path: Path) -> RenderResult:
     """The `RenderResult` of a segmented render of `job` into `output`."""
-    from .job import RenderResult
+    from ganterp_fast.engine.job import RenderResult
 
     return RenderResult(
         output=output,

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from ganterp_fast import __version__
-
-from .cache import CACHE_ENV, cache_dir, file_sha256  # noqa: F401  (CACHE_ENV re-exported)
-from .contract import CONFIG_NAME, FORMAT_VERSION, PRETRAINED_NAMES, WEIGHTS_NAME
-from .errors import InputError, MissingExtraError
+from ganterp_fast.engine.backends.contract import CONFIG_NAME, FORMAT_VERSION, PRETRAINED_NAMES, WEIGHTS_NAME
+from ganterp_fast.engine.cache import CACHE_ENV, cache_dir, file_sha256
+from ganterp_fast.engine.errors import InputError, MissingExtraError
 
 log = logging.getLogger(__name__)
 

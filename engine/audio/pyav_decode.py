@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio_info import WHAT_WORKS, AudioInfo
-from .errors import InputError
+from ganterp_fast.engine.audio.info import WHAT_WORKS, AudioInfo
+from ganterp_fast.engine.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
+from ganterp_fast.engine.errors import InputError
 
 INFLECTION_TYPES = ("min", "max", "both")
 
@@ -19,7 +19,7 @@ def inflection_points(
     arr: np.ndarray,
     threshold: float,
     absolute_threshold: float = 8e-2,
-    type: str = "both",  # noqa: A002 - the seed's parameter name
+    type: str = "both",
     rolling_length: int = 200,
 ) -> np.ndarray:
     """The seed's `get_inflection_points`, with identical output, in O(n) vectorised steps.

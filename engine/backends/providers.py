@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .contract import DEVICES, INPUT_WIDTHS, OUTPUT_NAME, parse_device  # noqa: F401  (DEVICES re-exported)
-from .errors import InputError, ProviderError
+from ganterp_fast.engine.backends.contract import DEVICES, INPUT_WIDTHS, OUTPUT_NAME, parse_device  # noqa: F401  (DEVICES re-exported)
+from ganterp_fast.engine.errors import InputError, ProviderError
 
 log = logging.getLogger(__name__)
 

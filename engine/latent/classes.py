@@ -7,7 +7,7 @@ import functools
 from dataclasses import dataclass
 from importlib import resources
 
-from .errors import InputError
+from ganterp_fast.engine.errors import InputError
 
 NUM_CLASSES = 1000
 

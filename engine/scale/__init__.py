@@ -1,0 +1,1 @@
+"""Segmented rendering: segments and their join, resume, Ray workers and the driver."""
