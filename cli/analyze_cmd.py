@@ -13,7 +13,8 @@ from ganterp_fast.engine.analysis.analyze import analyze
 from ganterp_fast.engine.analysis.plot import plot_format
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.files import atomic_output, check_output, same_file
-from ganterp_fast.engine.latent.cues import cue_format, format_sheet, sheet_from_path
+from ganterp_fast.engine.latent.cue_files import cue_format, format_sheet
+from ganterp_fast.engine.latent.cue_sheet import sheet_from_path
 from ganterp_fast.engine.latent.path import LatentPath
 
 

@@ -13,7 +13,8 @@ from dataclasses import fields, replace
 from ganterp_fast.cli.options import analysis_options
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions
 from ganterp_fast.engine.errors import InputError
-from ganterp_fast.engine.latent.cues import CueSheet, parse_classes_at, read_sheet
+from ganterp_fast.engine.latent.cue_files import read_sheet
+from ganterp_fast.engine.latent.cue_sheet import CueSheet, parse_classes_at
 from ganterp_fast.engine.latent.path import Z_MODES, PathOptions
 
 _ANALYSIS = AnalysisOptions()

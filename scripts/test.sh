@@ -5,7 +5,8 @@
 #    finds it instead of pulling the multi-GB CUDA build.
 # 2. The package with its CPU runtime, exporter, plots, test tools, Ray (the scale-out tests) and
 #    the web page ([ui]); Debian's chromium for the page's browser tests where it is missing
-#    (Playwright drives it; its own browser downloads are never used).
+#    (Playwright drives it; its own browser downloads are never used), and Debian's
+#    libreoffice-calc for the cue sheet saved by a spreadsheet (about 50 s to install).
 # 3. A second virtual environment with only the runtime ([cpu], no torch): the tests render
 #    from an exported .onnx in it, proving deployments need no PyTorch.
 # 4. The lint and format gate (ruff), then pytest.
@@ -18,6 +19,10 @@ PYTHON=${PYTHON:-python3}
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
         || echo "scripts/test.sh: chromium could not be installed; the browser tests will be skipped" >&2
+fi
+if ! command -v libreoffice >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq --no-install-recommends libreoffice-calc >/dev/null) \
+        || echo "scripts/test.sh: libreoffice-calc could not be installed; its cue sheet test will be skipped" >&2
 fi
 
 runtime_env=${GANTERP_RUNTIME_VENV:-"$PWD/.venv-runtime"}

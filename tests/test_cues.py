@@ -3,8 +3,11 @@ malformed sheet, through the real command line and real decoded video."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -19,7 +22,8 @@ import pytest
 from ganterp_fast.cli.main import main
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions, analyze
 from ganterp_fast.engine.errors import InputError
-from ganterp_fast.engine.latent.cues import Cue, CueSheet, parse_classes_at, parse_time, read_sheet, write_sheet
+from ganterp_fast.engine.latent.cue_files import read_sheet, write_sheet
+from ganterp_fast.engine.latent.cue_sheet import Cue, CueSheet, parse_classes_at, parse_time, sheet_from_path
 from ganterp_fast.engine.latent.path import LatentPath, PathOptions
 
 BUSY = ("--threshold", "0.002", "--rolling-length", "60", "--smoothing", "128", "--inflection-type", "both")
@@ -119,8 +123,6 @@ def test_an_edited_class_changes_the_frames_after_its_cue_and_not_before(analysi
 
 
 def _sheet_of(path: LatentPath) -> CueSheet:
-    from ganterp_fast.engine.latent.cues import sheet_from_path
-
     return sheet_from_path(path)
 
 
@@ -201,6 +203,119 @@ def test_malformed_json_sheets_name_the_line(tmp_path):
     path.write_text('{"cues": [', encoding="utf-8")
     with pytest.raises(InputError, match="line 1: not valid JSON"):
         read_sheet(path)
+
+
+# ---------------------------------------------------------------- sheets saved by other tools
+
+
+def csv_module(text: str, **dialect) -> str:
+    """The sheet as a script that edits it with Python's csv module writes it back."""
+    out = io.StringIO(newline="")
+    csv.writer(out, **dialect).writerows(csv.reader(io.StringIO(text, newline="")))
+    return out.getvalue()
+
+
+def earlier_version(text: str) -> str:
+    """The sheet as version 0.1.0 wrote it: each header line raw, its JSON unquoted."""
+    lines = text.splitlines(keepends=True)
+    return "".join(next(csv.reader([line]))[0] + "\n" if line.startswith('"#') else line for line in lines)
+
+
+def libreoffice(sheet: Path, folder: Path) -> Path:
+    """The sheet opened and saved as CSV (UTF-8, comma, double quotes) by LibreOffice Calc, headless."""
+    office = shutil.which("libreoffice") or shutil.which("soffice")
+    if office is None:
+        pytest.skip("LibreOffice is not installed (scripts/test.sh installs Debian's libreoffice-calc)")
+    result = subprocess.run(
+        [office, f"-env:UserInstallation={(folder / 'profile').as_uri()}", "--headless", "--infilter=CSV:44,34,76,1"]
+        + ["--convert-to", "csv:Text - txt - csv (StarCalc):44,34,76,1", "--outdir", str(folder), str(sheet)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    saved = folder / sheet.name
+    assert result.returncode == 0 and saved.exists(), result.stdout + result.stderr
+    return saved
+
+
+#: What a tool may do to a sheet that `analyze --cues` wrote, as text in -> text out.
+CSV_EDITS = {
+    "csv module": csv_module,
+    "csv module, every field quoted, \\n": lambda text: csv_module(text, quoting=csv.QUOTE_ALL, lineterminator="\n"),
+    "a byte-order mark": lambda text: "\ufeff" + text,
+    "Windows line endings": lambda text: text.replace("\n", "\r\n"),
+    "BOM, Windows line endings, csv module": lambda text: "\ufeff" + csv_module(text),
+    "written by the earlier version": earlier_version,
+    "earlier version, then the csv module": lambda text: csv_module(earlier_version(text)),
+    "LibreOffice": None,  # a real round trip through a file
+    "LibreOffice, then a byte-order mark": None,
+}
+JSON_EDITS = {
+    "a byte-order mark": lambda text: "\ufeff" + text,
+    "Windows line endings": lambda text: text.replace("\n", "\r\n"),
+    "BOM and Windows line endings": lambda text: "\ufeff" + text.replace("\n", "\r\n"),
+}
+
+
+@pytest.fixture(scope="module")
+def written(song, tiny_onnx, tmp_path_factory) -> dict:
+    """The sheets `analyze --cues` writes (.csv, .json) and the plain render they reproduce."""
+    folder = tmp_path_factory.mktemp("written")
+    sheets = {suffix: folder / f"cues{suffix}" for suffix in (".csv", ".json")}
+    for sheet in sheets.values():
+        assert main(["analyze", str(song), *BUSY, "--seed", "2", "--cues", str(sheet), "-q"]) == 0
+    assert render_cli(song, "-o", folder / "plain.mp4", "--model", tiny_onnx, *BUSY, "--seed", "2") == 0
+    return {**sheets, "plain": decode(folder / "plain.mp4")}
+
+
+def edited(written: dict, suffix: str, edit: str, folder: Path) -> Path:
+    """The sheet of `written` after `edit`, saved as the tool saves it (bytes as they are)."""
+    source = written[suffix]
+    if edit.startswith("LibreOffice"):
+        saved = libreoffice(source, folder)
+        return saved if edit == "LibreOffice" else _write(folder / "bom.csv", "\ufeff" + saved.read_text("utf-8"))
+    change = (CSV_EDITS if suffix == ".csv" else JSON_EDITS)[edit]
+    return _write(folder / f"edited{suffix}", change(source.read_text(encoding="utf-8")))
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+@pytest.mark.parametrize(
+    "suffix,edit", [(".csv", edit) for edit in CSV_EDITS] + [(".json", edit) for edit in JSON_EDITS]
+)
+def test_a_sheet_saved_by_a_spreadsheet_or_a_script_loads_and_renders_the_same_frames(
+    written, song, tiny_onnx, tmp_path, suffix, edit
+):
+    sheet_file = edited(written, suffix, edit, tmp_path)
+    assert sheet_file.read_bytes() != written[suffix].read_bytes()
+    original, sheet = read_sheet(written[suffix]), read_sheet(sheet_file)
+    assert replace(sheet, cues=(), origin="") == replace(original, cues=(), origin="")
+    assert sheet.analysis == original.analysis and sheet.analysis["threshold"] == 0.002
+    cues = [(c.class_id, c.z, c.transition) for c in sheet.cues]
+    assert cues == [(c.class_id, c.z, c.transition) for c in original.cues]
+    np.testing.assert_allclose([c.time_s for c in sheet.cues], [c.time_s for c in original.cues], rtol=1e-14)
+    out = tmp_path / "cued.mp4"
+    assert render_cli(song, "-o", out, "--model", tiny_onnx, "--cues", sheet_file) == 0
+    np.testing.assert_array_equal(decode(out), written["plain"])
+
+
+@pytest.mark.parametrize("edit", ["BOM, Windows line endings, csv module", "LibreOffice"])
+def test_a_mistake_in_a_sheet_saved_by_a_tool_names_its_file_and_line(written, song, tiny_onnx, tmp_path, capsys, edit):
+    sheet_file = edited(written, ".csv", edit, tmp_path)
+    lines = sheet_file.read_bytes().decode("utf-8-sig").splitlines()
+    number = next(i for i, line in enumerate(lines, start=1) if "time_s" in line) + 3  # the third cue
+    fields = next(csv.reader([lines[number - 1]]))
+    lines[number - 1] = ",".join([fields[0], "jelyfish", "", *fields[3:]])
+    sheet_file.write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8"))
+    out = tmp_path / "out.mp4"
+    assert render_cli(song, "-o", out, "--model", tiny_onnx, "--cues", sheet_file) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message, message
+    assert f"{sheet_file} line {number}: unknown class 'jelyfish'" in message
+    assert not out.exists()
 
 
 def test_sheet_conflicts_and_a_subprocess_exit_code(song, tiny_onnx, tmp_path):

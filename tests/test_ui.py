@@ -368,7 +368,7 @@ def test_two_pages_render_at_once_each_with_its_own_files(server, browser, song,
 
 
 def test_the_cue_table_is_the_cue_sheet_and_its_mistakes_name_the_cue(song, tmp_path) -> None:
-    from ganterp_fast.engine.latent.cues import read_sheet
+    from ganterp_fast.engine.latent.cue_files import read_sheet
     from ganterp_fast.engine.latent.path import PathOptions
     from ganterp_fast.ui import actions
 

@@ -1,7 +1,7 @@
 """What the page's buttons do, over the engine's public API and nothing else.
 
 The cue table is a cue sheet: it is drawn from the analysis exactly as `analyze --cues`
-draws one (`cues.sheet_from_path`), written back as a `.csv` sheet with the analysis's
+draws one (`cue_sheet.sheet_from_path`), written back as a `.csv` sheet with the analysis's
 header, and rendered as `ganterp-fast render INPUT --cues SHEET ...` would: the render
 command's own parser and `render_cmd.options_from_args` make the options, then
 `job.prepare` and `RenderJob.run`. No step has a second implementation here; this module
@@ -30,7 +30,8 @@ from ganterp_fast.engine.analysis.analyze import Analysis, AnalysisOptions, anal
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.job import Progress, RenderJob, RenderResult, prepare
 from ganterp_fast.engine.latent.classes import all_classes
-from ganterp_fast.engine.latent.cues import CueSheet, format_sheet, read_sheet, sheet_from_path
+from ganterp_fast.engine.latent.cue_files import format_sheet, read_sheet
+from ganterp_fast.engine.latent.cue_sheet import CueSheet, sheet_from_path
 from ganterp_fast.engine.latent.path import LatentPath, PathOptions
 from ganterp_fast.engine.options import ModelOptions, RenderOptions
 

@@ -8,7 +8,7 @@ column did), so any frame rate follows the same path. Everything is derived from
 analysis, the classes and the seed: any frame range can be computed on its own, with
 identical results whatever the batch size.
 
-A cue sheet (`engine.cues`) replaces the analysis's points with a user's: each cue's time
+A cue sheet (`latent.cue_sheet`) replaces the analysis's points with a user's: each cue's time
 becomes its spectrogram column, and between two cues u follows the same per-segment alphas
 of the audio's signal ("smooth"), or holds and jumps at the later cue ("cut"). The analysis's
 own points make the same cues, so an unedited sheet gives the same frames. The pulse adds
@@ -29,7 +29,7 @@ import numpy as np
 from ganterp_fast.engine.analysis.analyze import Analysis, segment_alphas
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.latent.classes import NUM_CLASSES, class_index
-from ganterp_fast.engine.latent.cues import CueSheet
+from ganterp_fast.engine.latent.cue_sheet import CueSheet
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class PathOptions:
     z_mode: str = "per-point"
     truncation: float = 0.4
     seed: int = 0
-    #: A cue sheet (`engine.cues.read_sheet`, `parse_classes_at`) instead of the analysis's points.
+    #: A cue sheet (`cue_files.read_sheet`, `cue_sheet.parse_classes_at`) instead of the analysis's points.
     cues: CueSheet | None = None
     #: Strength of the onset pulse on z (0: off); needs an analysis with onsets.
     pulse: float = 0.0
