@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 from ganterp_fast.engine.errors import InputError, RenderError
@@ -177,8 +176,3 @@ class VideoFrames:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def frame_time(index: int, fps: Fraction) -> float:
-    """Output frame `index`'s time in seconds, as the latent path computes it."""
-    return index / float(fps)
