@@ -29,9 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "spectrogram, total-variation distances, smoothed signal, inflection points, alphas."
         ),
     )
-    add_input_args(parser)
+    add_input_args(parser, excerpt="--start and --duration cut an excerpt out of INPUT: the excerpt alone is analysed")
     add_analysis_args(parser)
-    path = add_path_args(parser)
+    path = add_path_args(parser, "the path through latent space (as render draws it)")
     add_direction_args(
         path,
         cues_help="write the cue sheet: one row per inflection point (time, class, z, transition) and the "

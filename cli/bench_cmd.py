@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
-from ganterp_fast.engine.backends.contract import PRECISIONS, parse_device
-from ganterp_fast.engine.errors import InputError
+from ganterp_fast.cli.flags import add_options, from_args
+from ganterp_fast.engine.options import ModelOptions
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -44,23 +44,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="also (or, with no MODEL, only) BigGAN-deep with seeded random weights at these sizes, "
         "e.g. 128,256,512 (default without MODEL: 128)",
     )
-    parser.add_argument(
-        "--weights",
-        choices=("random",),
-        help="seeded random weights for models given by name or checkpoint (--resolutions always uses them)",
-    )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        metavar="auto|cpu|cuda|cuda:N",
-        help="where the generator runs (default: %(default)s: CUDA when available)",
-    )
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="auto: fp16 on CUDA, the CPU's own choice otherwise (default: %(default)s)",
-    )
+    add_options(parser, ModelOptions, ("weights", "device", "precision"))
     parser.add_argument(
         "--batch-sizes",
         metavar="LIST",
@@ -73,9 +57,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         metavar="S",
         help="timed calls per model and batch size, after warm-up (default: %(default)s)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for the generator (default: all cores)")
-    parser.add_argument("--cuda-graph", action="store_true", help="CUDA: replay one captured CUDA graph per batch size")
-    parser.add_argument("--tensorrt", action="store_true", help="CUDA: run through ONNX Runtime's TensorRT provider")
+    add_options(parser, ModelOptions, ("threads", "cuda_graph", "tensorrt"))
     parser.add_argument("--no-peak", action="store_true", help="skip the GEMM peak measurement")
     parser.add_argument("--json", metavar="PATH", help="write every figure, the versions, date and settings as JSON")
     parser.add_argument("-y", "--overwrite", action="store_true", help="replace the --json file if it exists")
@@ -95,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from ganterp_fast.engine.files import atomic_output, check_output
 
-    parse_device(args.device)
-    device = args.device.strip().lower()
+    model = from_args(ModelOptions, args)  # the flags bench shares with render, checked by the same rules
     batches = (
         parse_int_list(args.batch_sizes, what="--batch-sizes", example=",".join(map(str, DEFAULT_BATCHES["cuda"])))
         if args.batch_sizes is not None
@@ -107,17 +88,15 @@ def run(args: argparse.Namespace) -> int:
         if args.resolutions is not None
         else ()
     )
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads {args.threads}: use 1 or more, or leave it out for one per physical core")
     options = BenchOptions(
-        device=device,
-        precision=args.precision,
+        device=model.device,
+        precision=model.precision,
         batch_sizes=batches,
         seconds=args.seconds,
-        threads=args.threads,
-        cuda_graph=args.cuda_graph,
-        tensorrt=args.tensorrt,
-        weights=args.weights,
+        threads=model.threads,
+        cuda_graph=model.cuda_graph,
+        tensorrt=model.tensorrt,
+        weights=model.weights,
         peak=not args.no_peak,
     )
     if args.json:

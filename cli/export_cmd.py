@@ -6,12 +6,28 @@ import argparse
 import importlib
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ganterp_fast.cli.flags import add_options, from_args
+from ganterp_fast.engine.backends.contract import EXPORT_PRECISIONS
 from ganterp_fast.engine.errors import InputError, MissingExtraError
+from ganterp_fast.engine.fields import Options, option, optional, whole
 
-PRECISIONS = ("fp32", "fp16", "int8")
+
+@dataclass(frozen=True)
+class ExportFlags(Options):
+    """The numeric flags of `export`, checked before PyTorch is imported."""
+
+    opset: int | None = option(
+        None,
+        flag="--opset",
+        parse=int,
+        check=optional(whole(18, note="the exporter writes opset 18 or newer")),
+        help="ONNX opset (18 or newer; default: the exporter's)",
+    )
+    seed: int = option(0, flag="--seed", check=whole(0), help="seed of --weights random")
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,19 +51,19 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.onnx", help="file to write")
     parser.add_argument(
         "--precision",
-        choices=PRECISIONS,
+        choices=EXPORT_PRECISIONS,
         default="fp32",
         help="fp32 for CPUs, fp16 for GPUs, int8 for CPUs with VNNI (quantised, gated at 40 dB PSNR against fp32) "
         "(default: %(default)s)",
     )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (18 or newer; default: the exporter's)")
+    add_options(parser, ExportFlags, ("opset",))
     parser.add_argument(
         "--weights",
         choices=("random",),
         default=None,
         help="seeded random weights in MODEL's architecture (tests, benchmarks, offline try-outs)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of --weights random (default: %(default)s)")
+    add_options(parser, ExportFlags, ("seed",))
     parser.add_argument("-y", "--overwrite", action="store_true", help="replace OUT.onnx if it exists")
     add_common_flags(parser)
     parser.set_defaults(func=run)
@@ -56,6 +72,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Export, then print a short summary (file, size, parity figures, time)."""
+    flags = from_args(ExportFlags, args)  # before PyTorch is imported
     output: Path = args.output
     if output.suffix.lower() != ".onnx":
         raise InputError(f"output {output} should end in .onnx")
@@ -67,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         raise MissingExtraError("exporting a model", "export") from exc
     started = time.perf_counter()
     report = export.export_model(
-        args.model, output, precision=args.precision, opset=args.opset, weights=args.weights, seed=args.seed
+        args.model, output, precision=args.precision, opset=flags.opset, weights=args.weights, seed=flags.seed
     )
     if not args.quiet:
         parity = (

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from ganterp_fast import __version__
-from ganterp_fast.engine.errors import GanterpError
+from ganterp_fast.engine.errors import GanterpError, OptionError
 
 SUBCOMMANDS = ("analyze", "render", "export", "classes", "bench", "ui")
 EXIT_INTERRUPTED = 130
@@ -41,50 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# A library message that starts with a parameter's name ("crf must be ...", "batch size must
-# be ...") names the flag instead, where the command has that flag: (name, what must follow, flag).
-FLAG_NAMES = (
-    ("threads", " must be an integer >= 0", "--encoder-threads"),  # EncodeOptions.threads
-    ("threads", "", "--threads"),
-    ("crf", "", "--crf"),
-    ("preset", "", "--preset"),
-    ("codec", "", "--codec"),
-    ("fps", "", "--fps"),
-    ("preview fps", "", "--preview-fps"),
-    ("truncation", "", "--truncation"),
-    ("seed", "", "--seed"),
-    ("z mode", "", "--z-mode"),
-    ("pulse", "", "--pulse"),
-    ("batch size", "", "--batch-size"),
-    ("precision", "", "--precision"),
-    ("weights", "", "--weights"),
-    ("device", "", "--device"),
-    ("seconds", "", "--seconds"),
-    ("threshold", "", "--threshold"),
-    ("absolute threshold", "", "--absolute-threshold"),
-    ("inflection type", "", "--inflection-type"),
-    ("rolling length", "", "--rolling-length"),
-    ("smoothing", "", "--smoothing"),
-    ("analysis source", "", "--analysis-source"),
-    ("start", "", "--start"),
-    ("duration", "", "--duration"),
-    ("size", "", "--size"),
-    ("fit", "", "--fit"),
-    ("layout", "", "--layout"),
-    ("pip corner", "", "--pip-corner"),
-    ("pip size", "", "--pip-size"),
-)
-
-
-def with_flag_names(message: str, args: argparse.Namespace) -> str:
-    """`message` with its leading parameter name replaced by the command's flag for it, if any.
-
-    "crf must be an integer in 0..51 ..., got 52" -> "--crf must be an integer in 0..51 ..., got 52".
-    """
-    for name, follows, flag in FLAG_NAMES:
-        if message.startswith(name + (follows or " ")) and hasattr(args, flag[2:].replace("-", "_")):
-            return flag + message[len(name) :]
-    return message
+def describe(exc: GanterpError) -> str:
+    """A library error as the command line says it: an option's error names its flag."""
+    if isinstance(exc, OptionError) and exc.flag:
+        return exc.named(exc.flag)
+    return str(exc)
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
@@ -131,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GanterpError as exc:
         if args.debug:
             raise
-        print(f"ganterp-fast {args.command}: error: {with_flag_names(str(exc), args)}", file=sys.stderr)
+        print(f"ganterp-fast {args.command}: error: {describe(exc)}", file=sys.stderr)
         return exc.exit_code
     except _Terminated:
         print(f"ganterp-fast {args.command}: terminated; nothing was written", file=sys.stderr)

@@ -9,11 +9,10 @@ import re
 import socket
 import sys
 
-from ganterp_fast.engine.backends.contract import PRECISIONS, parse_device
+from ganterp_fast.cli.flags import add_options, from_args
 from ganterp_fast.engine.errors import InputError, MissingExtraError
 from ganterp_fast.engine.options import ModelOptions
 
-_MODEL = ModelOptions()
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|tb)?$")
 _UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
@@ -46,27 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="largest upload accepted: bytes or a size such as 200mb or 2gb (default: %(default)s)",
     )
     model = parser.add_argument_group("model and hardware (every render on the page uses them)")
-    model.add_argument(
-        "--model",
-        default=_MODEL.model,
-        help="biggan-deep-128|256|512 (pretrained, fetched once), a checkpoint directory, or an exported .onnx "
-        "(default: %(default)s)",
-    )
-    model.add_argument("--weights", choices=("random",), help="the model's architecture with seeded random weights")
-    model.add_argument(
-        "--device", type=_device, metavar="auto|cpu|cuda|cuda:N", default=_MODEL.device, help="(default: %(default)s)"
-    )
-    model.add_argument("--precision", choices=PRECISIONS, default=_MODEL.precision, help="(default: %(default)s)")
+    add_options(model, ModelOptions, ("model", "weights", "device", "precision"))
     add_common_flags(parser)
     parser.set_defaults(func=run)
-
-
-def _device(text: str) -> str:
-    try:
-        parse_device(text)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text.strip().lower()
 
 
 def parse_file_size(text: str) -> int:
@@ -94,7 +75,7 @@ def check_port(host: str, port: int) -> None:
 def run(args: argparse.Namespace) -> int:
     from ganterp_fast.engine.job import plan_model
 
-    model = ModelOptions(model=args.model, weights=args.weights, device=args.device, precision=args.precision)
+    model = from_args(ModelOptions, args)
     plan_model(model)  # a missing model file or an absent device: exit 2 before serving
     max_file_size = parse_file_size(args.max_file_size)
     check_port(args.host, args.port)

@@ -19,13 +19,36 @@ class InputError(GanterpError):
     exit_code = 2
 
 
+class OptionError(InputError):
+    """An option value that breaks its field's rule (`engine.fields`).
+
+    `str(exc)` names the field a Python user set ("AnalysisOptions.smoothing must be ...");
+    `flag` is the command line's name for it ("--smoothing") and `label` the web page's;
+    `named(flag)` words the same message with another name.
+    """
+
+    def __init__(self, field: str, rule: str, *, flag: str | None = None, label: str | None = None) -> None:
+        self.field, self.rule, self.flag, self.label = field, rule, flag, label
+        super().__init__(self.named(field))
+
+    def named(self, name: str) -> str:
+        """The message with `name` for the option ("--smoothing must be an integer >= 0, got -1")."""
+        return f"{name}{self.rule}" if self.rule[:1] in (" ", ":", ",") else f"{name} {self.rule}"
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return type(self), (self.field, self.rule), {"flag": self.flag, "label": self.label}
+
+
 class MissingExtraError(GanterpError):
     """An optional dependency (an install extra) is needed for this operation."""
 
     exit_code = 2
 
     def __init__(self, what: str, extra: str) -> None:
-        super().__init__(f"{what} needs the [{extra}] extra: pip install 'ganterp-fast[{extra}]'")
+        super().__init__(
+            f"{what} needs the [{extra}] extra: pip install 'ganterp-fast[{extra}]' "
+            f"(in a clone: pip install '.[{extra}]')"
+        )
         self.extra = extra
 
 

@@ -2,105 +2,222 @@
 
 `RenderOptions` holds the model/device options (`ModelOptions`), the encoder's
 (`encode.EncodeOptions`), the analysis's (`analysis.AnalysisOptions`) and the latent
-path's (`path.PathOptions`), plus the frame rate. The excerpt (start, duration) belongs to
-the input and is passed beside the options (`source.open_source`, `render(start=...)`).
+path's (`path.PathOptions`), the output picture's (`OutputOptions`), plus the frame rate.
+The excerpt (`Excerpt`: start, duration) belongs to the input and is passed beside the
+options (`source.open_source`, `render(start=...)`). Every field is declared once with
+`fields.option`: its default, rule, help, flag and label.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions
 from ganterp_fast.engine.backends.contract import PRECISIONS, parse_device
 from ganterp_fast.engine.errors import InputError
+from ganterp_fast.engine.fields import Options, by_parser, error, one_of, option, optional, real, whole
 from ganterp_fast.engine.latent.path import PathOptions, parse_fps
-from ganterp_fast.engine.video.compose import FITS, LAYOUTS, PIP_CORNERS, parse_size
+from ganterp_fast.engine.video.compose import FITS, LAYOUTS, PIP_CORNERS, SIZE_PRESETS, parse_size
 from ganterp_fast.engine.video.encode import EncodeOptions
 
 DEFAULT_MODEL = "biggan-deep-128"
 
 
+def _device(value: Any) -> str:
+    """One of DEVICES or cuda:N, in its plain form ("CUDA:1 " -> "cuda:1")."""
+    by_parser(parse_device, "device")(value)
+    return str(value).strip().lower()
+
+
 @dataclass(frozen=True)
-class ModelOptions:
+class ModelOptions(Options):
     """Which model, on which device, in which precision, and how it is fed."""
 
-    model: str = DEFAULT_MODEL  # a pretrained name, a checkpoint directory, or an exported .onnx
-    weights: str | None = None  # "random": the architecture with seeded random weights
-    weights_seed: int = 0
-    precision: str = "auto"  # see backends.plan_precision
-    device: str = "auto"
-    batch_size: int | None = None  # None: a default per device and resolution
-    threads: int | None = None  # CPU threads for the generator (None: automatic)
-    cuda_graph: bool = False  # CUDA: capture and replay one CUDA graph per batch size
-    tensorrt: bool = False  # CUDA: TensorRT provider first (fp16 engines, cached)
+    model: str = option(
+        DEFAULT_MODEL,
+        flag="--model",
+        check=str,
+        help="biggan-deep-128|256|512 (pretrained, fetched once), a checkpoint directory (config.json + "
+        "pytorch_model.bin), or an exported .onnx",
+    )
+    weights: str | None = option(
+        None,
+        flag="--weights",
+        choices=("random",),
+        check=one_of(("random",), none=True),
+        help="use the model's architecture with seeded random weights (offline try-outs, benchmarks)",
+    )
+    weights_seed: int = option(0, check=whole(0))  # the seed of weights="random"
+    precision: str = option(
+        "auto",
+        flag="--precision",
+        choices=PRECISIONS,  # see backends.plan_precision
+        help="auto: fp16 on CUDA; on the CPU bf16 (OpenVINO) where the CPU has native bf16 (AVX512-BF16 or AMX) "
+        "and the model passes its quality gate, else fp32 (exact)",
+    )
+    device: str = option(
+        "auto",
+        flag="--device",
+        check=_device,
+        metavar="auto|cpu|cuda|cuda:N",
+        help="where the generator runs; cuda:N: the N-th GPU (default: %(default)s: CUDA when available)",
+    )
+    batch_size: int | None = option(
+        None,
+        flag="--batch-size",
+        parse=int,
+        check=optional(whole(1)),
+        help="frames per generator call (default: 4 on the CPU, 16-64 on CUDA)",
+    )
+    threads: int | None = option(
+        None,
+        flag="--threads",
+        parse=int,
+        check=optional(whole(1)),
+        help="CPU threads for the generator (default: all cores)",
+    )
+    cuda_graph: bool = option(
+        False,
+        flag="--cuda-graph",
+        help="CUDA: capture one CUDA graph per batch size and replay it (less launch overhead at small batches)",
+    )
+    tensorrt: bool = option(
+        False,
+        flag="--tensorrt",
+        help="CUDA: run through ONNX Runtime's TensorRT provider (fp16; the engine is built once and cached)",
+    )
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "model", str(self.model))
-        if self.precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        parse_device(self.device)  # one of DEVICES, or cuda:N
-        if self.batch_size is not None and (int(self.batch_size) != self.batch_size or self.batch_size < 1):
-            raise InputError(f"batch size must be an integer of at least 1, got {self.batch_size}")
-        if self.weights not in (None, "random"):
-            raise InputError(f"weights must be 'random' or left out (the model's own), got {self.weights!r}")
-        if self.threads is not None and (int(self.threads) != self.threads or self.threads < 1):
-            raise InputError(f"threads must be an integer of at least 1, got {self.threads}")
+
+def _preview_fps(value: Any) -> Any:
+    if str(value).strip().lower() == "native":
+        raise ValueError(f"must be a number of frames per second such as 6, not {value!r}")
+    return by_parser(parse_fps, "fps", keep=True)(value)
 
 
 @dataclass(frozen=True)
-class OutputOptions:
+class OutputOptions(Options):
     """The output picture: size, fit, a layout with the input's own video, and previews."""
 
-    size: str | tuple[int, int] | None = None  # "WxH", a preset (compose.SIZE_PRESETS); None: the model's
-    fit: str = "blur"  # pad | crop | blur: a square frame in a frame of another aspect
-    layout: str | None = None  # side-by-side | stack | pip: the input's video beside the GAN frames
-    pip_corner: str = "bottom-right"
-    pip_size: float = 0.3  # the inset's width, as a fraction of the output's
-    preview: bool = False  # a quick proxy: preview_fps, x264 ultrafast, at most 512 px
-    preview_fps: str | float | Fraction = "6"
+    size: str | tuple[int, int] | None = option(
+        None,
+        flag="--size",
+        check=by_parser(parse_size, "size"),
+        metavar="WxH|PRESET",
+        label="size (or WxH)",
+        help=f"output size: WxH (even numbers) or {', '.join(SIZE_PRESETS)} (default: the model's resolution)",
+    )
+    fit: str = option(
+        "blur",
+        flag="--fit",
+        choices=FITS,
+        help="a square frame in a frame of another aspect: black bars, the centre cropped, or on a blurred "
+        "copy of itself",
+    )
+    layout: str | None = option(
+        None,
+        flag="--layout",
+        choices=LAYOUTS,
+        check=one_of(LAYOUTS, none=True),
+        label="layout with the input's video",
+        help="show the input's own video beside the GAN frames (source left), above them, or as an inset",
+    )
+    pip_corner: str = option(
+        "bottom-right",
+        flag="--pip-corner",
+        choices=PIP_CORNERS,
+        help="--layout pip: the inset's corner",
+    )
+    pip_size: float = option(
+        0.3,
+        flag="--pip-size",
+        check=real(0.05, 0.9, rule="must be a fraction of the width from 0.05 to 0.9"),
+        metavar="FRACTION",
+        help="--layout pip: the inset's width as a fraction of the output's",
+    )
+    preview: bool = option(
+        False,
+        flag="--preview",
+        help="a quick proxy of the same render: --preview-fps frames/s, x264 ultrafast, at most 512 px; "
+        "says how long the full render would take",
+    )
+    preview_fps: str | float | Fraction = option(
+        "6",
+        flag="--preview-fps",
+        check=_preview_fps,
+        metavar="F",
+        help="--preview: its frame rate",
+    )
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "size", parse_size(self.size))
-        if self.fit not in FITS:
-            raise InputError(f"fit must be one of {', '.join(FITS)}, got {self.fit!r}")
-        if self.layout is not None and self.layout not in LAYOUTS:
-            raise InputError(f"layout must be one of {', '.join(LAYOUTS)} or none, got {self.layout!r}")
-        if self.pip_corner not in PIP_CORNERS:
-            raise InputError(f"pip corner must be one of {', '.join(PIP_CORNERS)}, got {self.pip_corner!r}")
-        if not (isinstance(self.pip_size, (int, float)) and 0.05 <= self.pip_size <= 0.9):
-            raise InputError(f"pip size must be a fraction of the width from 0.05 to 0.9, got {self.pip_size!r}")
-        if str(self.preview_fps).strip().lower() == "native":
-            raise InputError("preview fps must be a number of frames per second such as 6, not 'native'")
-        parse_fps(self.preview_fps)
+
+def _fps(value: Any) -> Any:
+    """A frame rate parse_fps takes, or 'native' (which needs the audio's rate: see `frame_rate`)."""
+    return value if str(value).strip().lower() == "native" else by_parser(parse_fps, "fps", keep=True)(value)
+
+
+def _part(kind: type) -> Any:
+    def check(value: Any) -> Any:
+        if kind is ModelOptions and isinstance(value, str):
+            return ModelOptions(model=value)
+        if not isinstance(value, kind):
+            raise ValueError(f"must be {kind.__name__}(...), got {value!r}")
+        return value
+
+    return check
 
 
 @dataclass(frozen=True)
-class RenderOptions:
+class RenderOptions(Options):
     """Everything a render takes besides its input, its excerpt and its output.
 
     `model` may be given as a string (the model alone) for `ModelOptions(model=...)`.
     """
 
-    model: ModelOptions = field(default_factory=ModelOptions)
-    fps: str | float | Fraction = "30"
-    encode: EncodeOptions = field(default_factory=EncodeOptions)
-    analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
-    path: PathOptions = field(default_factory=PathOptions)
-    output: OutputOptions = field(default_factory=OutputOptions)
-    overwrite: bool = False
+    model: ModelOptions = option(factory=ModelOptions, check=_part(ModelOptions))
+    fps: str | float | Fraction = option(
+        "30",
+        flag="--fps",
+        check=_fps,
+        help="frame rate: 24, 25, 30, 30000/1001, 60, ... or 'native' (sample rate / 128, one frame per "
+        "spectrogram column)",
+    )
+    encode: EncodeOptions = option(factory=EncodeOptions, check=_part(EncodeOptions))
+    analysis: AnalysisOptions = option(factory=AnalysisOptions, check=_part(AnalysisOptions))
+    path: PathOptions = option(factory=PathOptions, check=_part(PathOptions))
+    output: OutputOptions = option(factory=OutputOptions, check=_part(OutputOptions))
+    overwrite: bool = option(False, flag="--overwrite", short="-y", help="replace OUTPUT if it exists")
 
-    def __post_init__(self) -> None:
-        if isinstance(self.model, str):
-            object.__setattr__(self, "model", ModelOptions(model=self.model))
-        for name, kind in (
-            ("model", ModelOptions),
-            ("encode", EncodeOptions),
-            ("analysis", AnalysisOptions),
-            ("path", PathOptions),
-            ("output", OutputOptions),
-        ):
-            if not isinstance(getattr(self, name), kind):
-                raise InputError(f"RenderOptions.{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
-        if str(self.fps).strip().lower() != "native":
-            parse_fps(self.fps)  # validate early; 'native' needs the audio's rate
+    def frame_rate(self, sample_rate: int) -> Fraction:
+        """The video's frame rate for audio at `sample_rate` ('native' is sample_rate / 128)."""
+        try:
+            return parse_fps(self.fps, sample_rate=sample_rate)
+        except InputError as exc:  # 'native' past the limit at this rate
+            text = str(exc)
+            raise error(self, "fps", text[len("fps") :] if text.startswith("fps") else f": {text}") from None
+
+
+@dataclass(frozen=True)
+class Excerpt(Options):
+    """The part of the input to use: from `start`, `duration` seconds long (None: to the end).
+
+    The bounds are checked here; that the excerpt lies within the audio, when the file is opened.
+    """
+
+    start: float = option(
+        0.0,
+        flag="--start",
+        check=real(0, rule="must be a number of seconds >= 0"),
+        metavar="SECONDS",
+        label="start (s)",
+        help="start of the excerpt (default: 0)",
+    )
+    duration: float | None = option(
+        None,
+        flag="--duration",
+        parse=float,
+        check=optional(real(0, above=True, rule="must be a positive number of seconds")),
+        metavar="SECONDS",
+        label="duration (s; 0: to the end)",
+        help="length of the excerpt (default: to the end)",
+    )

@@ -19,8 +19,8 @@ from ganterp_fast.engine.analysis.analyze import (
     inflection_points,
     segment_alphas,
     smooth,
-    spectrogram,
 )
+from ganterp_fast.engine.analysis.spectrogram import spectrogram
 from ganterp_fast.engine.errors import InputError
 
 # ---------------------------------------------------------------- the reference, as published

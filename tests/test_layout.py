@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from reliability_helpers import assert_error, run_all, song  # noqa: F401  (song: a fixture)
+from reliability_helpers import assert_error, run_all
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -293,36 +293,3 @@ def test_a_broken_or_foreign_model_is_one_line_exit_2(
         )
         assert expected in line, (kind, line)
     assert os.listdir(tmp_path) == []
-
-
-# ----------------------------------------------------------------------------------------
-# Library messages name parameters; the command line names its flags
-
-
-def test_the_cli_names_its_flags_in_library_messages() -> None:
-    from ganterp_fast.cli.main import build_parser, with_flag_names
-    from ganterp_fast.engine.analysis.analyze import AnalysisOptions
-    from ganterp_fast.engine.errors import InputError
-    from ganterp_fast.engine.options import ModelOptions
-    from ganterp_fast.engine.video.encode import EncodeOptions
-
-    parser = build_parser()
-    render = parser.parse_args(["render", "song.wav"])
-    analyze = parser.parse_args(["analyze", "song.wav"])
-    cases = [
-        (lambda: EncodeOptions(crf=52), render, "--crf must be an integer in 0..51"),
-        (lambda: EncodeOptions(threads=-1), render, "--encoder-threads must be an integer >= 0"),
-        (lambda: ModelOptions(threads=0), render, "--threads must be an integer of at least 1"),
-        (lambda: ModelOptions(batch_size=0), render, "--batch-size must be an integer of at least 1, got 0"),
-        (lambda: AnalysisOptions(smoothing=-1), analyze, "--smoothing must be an integer >= 0"),
-        (lambda: AnalysisOptions(rolling_length=0), analyze, "--rolling-length must be an integer >= 1"),
-    ]
-    for make, args, expected in cases:
-        with pytest.raises(InputError) as caught:
-            make()
-        library = str(caught.value)
-        assert not library.startswith("--"), library  # the library names parameters, not flags
-        assert with_flag_names(library, args).startswith(expected), (library, expected)
-    # A command without the flag keeps the library's words; other messages are left alone.
-    assert with_flag_names("batch size must be at least 1, got 0", analyze) == "batch size must be at least 1, got 0"
-    assert with_flag_names("input x.wav does not exist", render) == "input x.wav does not exist"

@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from media import music, write_random_bytes, write_soundfile
+from media import Song, write_random_bytes
 
 from ganterp_fast.cli.main import main
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions, analyze
@@ -113,9 +113,7 @@ class Server:
         return self.process.returncode
 
 
-@pytest.fixture(scope="module")
-def song(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_soundfile(tmp_path_factory.mktemp("ui-media") / "song.wav", music(RATE, SECONDS), RATE)
+SONG = Song(rate=RATE, seconds=SECONDS)  # conftest's `song`
 
 
 @pytest.fixture(scope="module")
@@ -421,7 +419,8 @@ def test_the_page_without_the_ui_extra_says_how_to_install_it(tiny_onnx) -> None
     assert done.returncode == 2
     assert (
         done.stderr.strip()
-        == "ganterp-fast ui: error: ganterp-fast ui needs the [ui] extra: pip install 'ganterp-fast[ui]'"
+        == "ganterp-fast ui: error: ganterp-fast ui needs the [ui] extra: pip install 'ganterp-fast[ui]' "
+        "(in a clone: pip install '.[ui]')"
     )
 
 

@@ -2,16 +2,14 @@
 
 The cue table is a cue sheet: it is drawn from the analysis exactly as `analyze --cues`
 draws one (`cue_sheet.sheet_from_path`), written back as a `.csv` sheet with the analysis's
-header, and rendered as `ganterp-fast render INPUT --cues SHEET ...` would: the render
-command's own parser and `render_cmd.options_from_args` make the options, then
-`job.prepare` and `RenderJob.run`. No step has a second implementation here; this module
-only shapes values for the page and its messages.
+header, and rendered as `ganterp-fast render INPUT --cues SHEET ...` would: the sheet's
+options (`sheet_options.sheet_options`, which `render --cues` uses too) in `RenderOptions`,
+then `job.prepare` and `RenderJob.run`. No step has a second implementation here; this
+module only shapes values for the page and its messages.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import csv
 import io
 import logging
@@ -20,28 +18,27 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from ganterp_fast.engine.analysis.analyze import Analysis, AnalysisOptions, analyze
-from ganterp_fast.engine.errors import InputError
+from ganterp_fast.engine.errors import InputError, OptionError
 from ganterp_fast.engine.job import Progress, RenderJob, RenderResult, prepare
 from ganterp_fast.engine.latent.classes import all_classes
 from ganterp_fast.engine.latent.cue_files import format_sheet, read_sheet
 from ganterp_fast.engine.latent.cue_sheet import CueSheet, sheet_from_path
 from ganterp_fast.engine.latent.path import LatentPath, PathOptions
-from ganterp_fast.engine.options import ModelOptions, RenderOptions
+from ganterp_fast.engine.latent.sheet_options import sheet_options
+from ganterp_fast.engine.options import ModelOptions, OutputOptions, RenderOptions
 
 log = logging.getLogger(__name__)
 
 #: The cue table's columns: a cue sheet's, with the class shown as "name (index)".
 TABLE_HEADERS = ["time_s", "class", "z", "transition"]
 _LABEL = re.compile(r"^\s*(.*?)\s*\((\d{1,3})\)\s*$")
-_ANALYSIS = AnalysisOptions()
-_PATH = PathOptions()
 
 
 def class_label(index: int) -> str:
@@ -211,46 +208,6 @@ def table_message(message: str, sheet_path: str | os.PathLike[str]) -> str:
     return message.replace(f"{name} (path header)", "the path settings").replace(name, "the cue table")
 
 
-def render_command(
-    input_path: str | os.PathLike[str],
-    sheet_path: str | os.PathLike[str],
-    output: str | os.PathLike[str],
-    *,
-    model: ModelOptions,
-    fps: str = "30",
-    pulse: float = 0.0,
-    output_flags: Sequence[str] = (),
-) -> list[str]:
-    """The `ganterp-fast render` command line of a page's render."""
-    argv = ["render", os.fspath(input_path), "--cues", os.fspath(sheet_path), "-o", os.fspath(output)]
-    argv += ["--model", model.model, "--device", model.device, "--precision", model.precision]
-    if model.weights:
-        argv += ["--weights", model.weights]
-    argv += ["--fps", str(fps), "--pulse", repr(float(pulse)), *output_flags]
-    return argv
-
-
-def parse_render_command(argv: Sequence[str]) -> tuple[argparse.Namespace, RenderOptions]:
-    """The flags and `RenderOptions` exactly as `ganterp-fast render` makes them (`render_cmd.options_from_args`).
-
-    A value argparse refuses is an `InputError` with argparse's own line. The namespace holds
-    the excerpt the cue sheet gives (`start`, `duration`).
-    """
-    from ganterp_fast.cli.main import build_parser
-    from ganterp_fast.cli.render_cmd import options_from_args
-
-    errors = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(errors):
-            args = build_parser().parse_args(list(argv))
-    except SystemExit:
-        lines = [line for line in errors.getvalue().splitlines() if "error:" in line]
-        raise InputError(lines[-1].split("error:", 1)[1].strip() if lines else "the settings were refused") from None
-    options = options_from_args(args)
-    args.input = args.input[0] if isinstance(args.input, list) and args.input else args.input
-    return args, options
-
-
 def check_sheet(sheet_path: str | os.PathLike[str]) -> CueSheet:
     """The sheet parsed (its mistakes as `InputError`s naming the cue)."""
     try:
@@ -325,20 +282,24 @@ def render_sheet(
     model: ModelOptions,
     fps: str = "30",
     pulse: float = 0.0,
-    output_flags: Sequence[str] = (),
+    picture: OutputOptions | None = None,
     generators: GeneratorCache | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> RenderResult:
     """`ganterp-fast render INPUT --cues SHEET -o OUTPUT ...`: the same options, job and frames.
 
-    `output_flags`: the size, fit, layout and preview flags, as the command line takes them.
+    The sheet gives the analysis, the path and the excerpt (`sheet_options`, as `render --cues`
+    takes them); `picture` the size, fit, layout and preview.
     """
-    argv = render_command(input_path, sheet_path, output, model=model, fps=fps, pulse=pulse, output_flags=output_flags)
     try:
-        args, options = parse_render_command(argv)
-        job = prepare(input_path, output, options, start=args.start, duration=args.duration, progress=progress)
+        sheet = read_sheet(sheet_path)
+        analysis, path = sheet_options(sheet, pulse=pulse)
+        options = RenderOptions(model=model, fps=fps, analysis=analysis, path=path, output=picture or OutputOptions())
+        job = prepare(input_path, output, options, start=sheet.start, duration=sheet.duration, progress=progress)
         generator = generators.get(job) if generators is not None else None
         return job.run(generator=generator, progress=progress)
+    except OptionError:
+        raise  # a control's value: the page names the control
     except InputError as exc:
         raise InputError(table_message(str(exc), sheet_path)) from None
 

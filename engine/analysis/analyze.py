@@ -2,12 +2,11 @@
 
 spectrogram -> total-variation distances -> smoothed signal -> inflection points -> alphas.
 
-The conventions are those the original code ran with: matplotlib's `specgram` defaults
-(NFFT 256, overlap 128, symmetric Hann window, one-sided PSD, linear power) on channel 0 at
-the file's own sample rate; `tv[i] = mean(|S[:, i+1] - S[:, i]|)` divided by its maximum; a
-trailing running mean; the seed's `get_inflection_points` loop; per-segment cumulative-sum
-alphas. Every index it returns equals the one the seed's plain loop returns. Smoothing 0 is
-the seed document's own algorithm: the loop runs on the TV distances themselves.
+The spectrogram and its TV distances (matplotlib's `specgram` conventions) are in
+`spectrogram`; here are the options, the result and the rest: a trailing running mean, the
+seed's `get_inflection_points` loop, per-segment cumulative-sum alphas. Every index it
+returns equals the one the seed's plain loop returns. Smoothing 0 is the seed document's own
+algorithm: the loop runs on the TV distances themselves.
 
 The inflection-point search is in `inflection`; `inflection_points` is importable from here too.
 """
@@ -25,60 +24,69 @@ import numpy as np
 
 from ganterp_fast.engine.analysis.beats import ONSET_HOP, SOURCES
 from ganterp_fast.engine.analysis.inflection import INFLECTION_TYPES, inflection_points
+from ganterp_fast.engine.analysis.spectrogram import HOP_LENGTH, N_FFT, StreamingTV, normalized_tv
 from ganterp_fast.engine.errors import InputError
+from ganterp_fast.engine.fields import Options, option, real, whole
 
 if TYPE_CHECKING:
     from ganterp_fast.engine.audio.source import Source
 
 log = logging.getLogger(__name__)
 
-N_FFT = 256  # matplotlib.mlab.specgram's default NFFT
-HOP_LENGTH = 128  # NFFT - noverlap, with specgram's default noverlap of 128
-NUM_BINS = N_FFT // 2 + 1  # one-sided spectrum: 129 bins
-
-# Spectrogram columns computed per FFT call: bounds the working memory (about 16 MB of
-# float64 frames) whatever the length of the audio.
-_COLUMNS_PER_CHUNK = 8192
 # Columns of the plotted spectrogram are averaged down to at most this many.
 _PLOT_COLUMNS = 2000
 
 
 @dataclass(frozen=True)
-class AnalysisOptions:
+class AnalysisOptions(Options):
     """Parameters of the analysis; the defaults are the published example's."""
 
-    threshold: float = 1e-2
-    inflection_type: str = "min"
-    absolute_threshold: float = 8e-2
-    rolling_length: int = 200
-    smoothing: int = 256
-    #: "mix", or the "harmonic" / "percussive" part (librosa's HPSS) that the analysis runs on.
-    analysis_source: str = "mix"
-    #: Move each inflection point to the nearest beat of librosa's beat tracker (first and last stay).
-    snap_to_beats: bool = False
-    #: Keep librosa's onset strength envelope of the mix (for the pulse and plots).
-    onsets: bool = False
-
-    def __post_init__(self) -> None:
-        if not math.isfinite(self.threshold) or self.threshold < 0:
-            raise InputError(f"threshold must be a finite number >= 0, got {self.threshold}")
-        if self.inflection_type not in INFLECTION_TYPES:
-            raise InputError(
-                f"inflection type must be one of {', '.join(INFLECTION_TYPES)}, got {self.inflection_type!r}"
-            )
-        if not math.isfinite(self.absolute_threshold):
-            raise InputError(f"absolute threshold must be a finite number, got {self.absolute_threshold}")
-        if int(self.rolling_length) != self.rolling_length or self.rolling_length < 1:
-            raise InputError(f"rolling length must be an integer >= 1, got {self.rolling_length}")
-        if int(self.smoothing) != self.smoothing or self.smoothing < 0:
-            raise InputError(f"smoothing must be an integer >= 0 (0: none), got {self.smoothing}")
-        if self.analysis_source not in SOURCES:
-            raise InputError(f"analysis source must be one of {', '.join(SOURCES)}, got {self.analysis_source!r}")
-
-    @property
-    def uses_librosa(self) -> bool:
-        """Whether the analysis needs more than the seed's method (HPSS, beats or onsets)."""
-        return self.analysis_source != "mix" or self.snap_to_beats or self.onsets
+    threshold: float = option(
+        1e-2,
+        flag="--threshold",
+        check=real(0),
+        help="how far a peak must stand above the means around it",
+    )
+    inflection_type: str = option(
+        "min",
+        flag="--inflection-type",
+        choices=INFLECTION_TYPES,
+        help="which extrema count as inflection points",
+    )
+    absolute_threshold: float = option(
+        8e-2,
+        flag="--absolute-threshold",
+        check=real(),
+        help="with 'min': minima above this are ignored",
+    )
+    rolling_length: int = option(
+        200,
+        flag="--rolling-length",
+        check=whole(1),
+        metavar="COLUMNS",
+        help="window of the means, in spectrogram columns",
+    )
+    smoothing: int = option(
+        256,
+        flag="--smoothing",
+        check=whole(0, note="0: none"),
+        metavar="COLUMNS",
+        label="smoothing (columns; 0: none)",
+        help="running mean over the TV distances; 0: none",
+    )
+    analysis_source: str = option(
+        "mix",
+        flag="--analysis-source",
+        choices=SOURCES,
+        help="run the analysis on the mix, or on its harmonic or percussive part (librosa's HPSS)",
+    )
+    snap_to_beats: bool = option(
+        False,
+        flag="--snap-to-beats",
+        help="move each inflection point to the nearest beat (librosa's beat tracker); the first and last stay",
+    )
+    #: Keep librosa's onset strength envelope of the mix (for the pulse and plots); the CLI sets it with a pulse.
+    onsets: bool = option(False)
 
 
 @dataclass(frozen=True)
@@ -112,11 +120,6 @@ class Analysis:
     @property
     def duration_s(self) -> float:
         return self.num_samples / self.sample_rate
-
-    @property
-    def column_rate(self) -> float:
-        """Spectrogram columns per second: the original's frame rate (344.5 at 44.1 kHz)."""
-        return self.sample_rate / self.hop_length
 
     def column_times(self) -> np.ndarray:
         """Centre of each spectrogram column in seconds from the excerpt's start (as specgram's t)."""
@@ -152,120 +155,7 @@ class Analysis:
         }
 
 
-# --------------------------------------------------------------------------- spectrogram
-
-
-def _window() -> np.ndarray:
-    # mlab.window_hanning: the symmetric numpy Hann window.
-    return np.hanning(N_FFT)
-
-
-def _psd_columns(frames: np.ndarray, sample_rate: int, window: np.ndarray) -> np.ndarray:
-    """One-sided PSD of each row of `frames` [n, NFFT], scaled exactly as mlab does.
-
-    Returns [n, 129] (columns of the spectrogram as rows, contiguous for the TV mean).
-    """
-    spectrum = np.fft.rfft(frames * window, n=N_FFT, axis=1)
-    power = spectrum.real**2 + spectrum.imag**2
-    power[:, 1:-1] *= 2.0  # one-sided: double all but DC and Nyquist
-    power /= sample_rate
-    power /= (window**2).sum()
-    return power
-
-
-def spectrogram(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """The whole spectrogram [129, T] of `samples`, as `matplotlib.mlab.specgram(x, Fs=sr)[0]`.
-
-    For analysis of long audio use `analyze`, which streams; this is for plots and tests.
-    """
-    x = np.asarray(samples, dtype=np.float64)
-    if len(x) < N_FFT:
-        x = np.concatenate([x, np.zeros(N_FFT - len(x))])
-    frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP_LENGTH]
-    return _psd_columns(frames, sample_rate, _window()).T
-
-
-class _StreamingTV:
-    """Feeds blocks of samples; keeps only the TV distances (and a small plot image)."""
-
-    def __init__(self, sample_rate: int, *, plot_group: int = 0) -> None:
-        self.sample_rate = sample_rate
-        self._window = _window()
-        self._pending = np.zeros(0, dtype=np.float64)
-        self._last_column: np.ndarray | None = None
-        self._tv: list[np.ndarray] = []
-        self.num_samples = 0
-        self.num_columns = 0
-        self._plot_group = plot_group
-        self._plot_acc = np.zeros(NUM_BINS)
-        self._plot_count = 0
-        self._plot: list[np.ndarray] = []
-
-    def feed(self, block: np.ndarray) -> None:
-        self.num_samples += len(block)
-        self._pending = np.concatenate([self._pending, np.asarray(block, dtype=np.float64)])
-        usable = (len(self._pending) - N_FFT) // HOP_LENGTH + 1 if len(self._pending) >= N_FFT else 0
-        done = 0
-        while done < usable:
-            n = min(_COLUMNS_PER_CHUNK, usable - done)
-            begin = done * HOP_LENGTH
-            frames = np.lib.stride_tricks.sliding_window_view(
-                self._pending[begin : begin + (n - 1) * HOP_LENGTH + N_FFT], N_FFT
-            )[::HOP_LENGTH]
-            self._columns(_psd_columns(frames, self.sample_rate, self._window))
-            done += n
-        self._pending = self._pending[usable * HOP_LENGTH :]
-
-    def finish(self) -> None:
-        if self.num_columns == 0 and self.num_samples > 0:
-            # Shorter than one window: specgram zero-pads to NFFT and gives one column.
-            padded = np.concatenate([self._pending, np.zeros(N_FFT - len(self._pending))])
-            self._columns(_psd_columns(padded[None, :], self.sample_rate, self._window))
-        if self._plot_count:
-            self._plot.append(self._plot_acc / self._plot_count)
-
-    def _columns(self, power: np.ndarray) -> None:
-        if self._last_column is not None:
-            power_with_previous = np.concatenate([self._last_column[None, :], power])
-        else:
-            power_with_previous = power
-        if len(power_with_previous) > 1:
-            self._tv.append(np.abs(np.diff(power_with_previous, axis=0)).mean(axis=1))
-        self._last_column = power[-1].copy()
-        self.num_columns += len(power)
-        if self._plot_group:
-            self._accumulate_plot(power)
-
-    def _accumulate_plot(self, power: np.ndarray) -> None:
-        i = 0
-        while i < len(power):
-            take = min(self._plot_group - self._plot_count, len(power) - i)
-            self._plot_acc += power[i : i + take].sum(axis=0)
-            self._plot_count += take
-            i += take
-            if self._plot_count == self._plot_group:
-                self._plot.append(self._plot_acc / self._plot_count)
-                self._plot_acc = np.zeros(NUM_BINS)
-                self._plot_count = 0
-
-    def tv(self) -> np.ndarray:
-        return np.concatenate(self._tv) if self._tv else np.zeros(0)
-
-    def plot_image(self) -> np.ndarray | None:
-        if not self._plot:
-            return None
-        power = np.stack(self._plot, axis=1)
-        return 10.0 * np.log10(np.maximum(power, 1e-20))
-
-
 # --------------------------------------------------------------------------- signal
-
-
-def normalized_tv(raw_tv: np.ndarray) -> np.ndarray:
-    """TV distances divided by their maximum; all zeros (silence) stay zeros, never NaN."""
-    tv = np.asarray(raw_tv, dtype=np.float64)
-    peak = tv.max() if len(tv) else 0.0
-    return tv / peak if peak > 0 and math.isfinite(peak) else np.zeros_like(tv)
 
 
 def smooth(tv: np.ndarray, smoothing: int) -> np.ndarray:
@@ -377,7 +267,7 @@ def analyze_samples(
         group = max(1, math.ceil(expected_columns / _PLOT_COLUMNS)) if expected else 64
     else:
         group = 0
-    stream = _StreamingTV(int(sample_rate), plot_group=group)
+    stream = StreamingTV(int(sample_rate), plot_group=group)
     onsets = None
     if options.snap_to_beats or options.onsets:
         from ganterp_fast.engine.analysis.beats import OnsetTracker

@@ -7,9 +7,8 @@ import functools
 from dataclasses import dataclass
 from importlib import resources
 
+from ganterp_fast.engine.backends.contract import NUM_CLASSES
 from ganterp_fast.engine.errors import InputError
-
-NUM_CLASSES = 1000
 
 
 @dataclass(frozen=True)
@@ -70,6 +69,11 @@ def class_index(query: str | int) -> int:
     return matches[0]
 
 
+def class_label(index: int) -> str:
+    """A class as messages show it: its index and first name, '850 (teddy, teddy bear)' -> '850 (teddy)'."""
+    return f"{index} ({all_classes()[index].name})"
+
+
 def parse_classes(spec: str | list[str | int] | tuple[str | int, ...] | None) -> list[int]:
     """A comma-separated list (or a sequence) of class names and indices, to indices."""
     if spec is None:
@@ -79,12 +83,11 @@ def parse_classes(spec: str | list[str | int] | tuple[str | int, ...] | None) ->
 
 
 def find_classes(query: str | None = None) -> list[ImageNetClass]:
-    """Classes whose index, WordNet id or any name contains `query` (all of them for None)."""
+    """Classes whose WordNet id or any name contains `query` (all of them for None); a number is
+    that index alone ("850": class 850, not the WordNet ids that contain 850)."""
     if not query:
         return list(all_classes())
     key = query.strip().lower()
-    return [
-        cls
-        for cls in all_classes()
-        if key == str(cls.index) or key in cls.wnid.lower() or any(key in name.lower() for name in cls.names)
-    ]
+    if key.isdigit():
+        return [all_classes()[int(key)]] if int(key) < NUM_CLASSES else []
+    return [cls for cls in all_classes() if key in cls.wnid.lower() or any(key in name.lower() for name in cls.names)]

@@ -27,32 +27,84 @@ from fractions import Fraction
 import numpy as np
 
 from ganterp_fast.engine.analysis.analyze import Analysis, segment_alphas
+from ganterp_fast.engine.backends.contract import NUM_CLASSES, TRUNCNORM_BOUND, Z_DIM, truncated_normal
 from ganterp_fast.engine.errors import InputError
-from ganterp_fast.engine.latent.classes import NUM_CLASSES, class_index
+from ganterp_fast.engine.fields import Options, option, real, whole
+from ganterp_fast.engine.latent.classes import class_index
 from ganterp_fast.engine.latent.cue_sheet import CueSheet
 
 log = logging.getLogger(__name__)
 
-Z_DIM = 128  # BigGAN-deep's latent size
 Z_MODES = ("per-point", "fixed")
-TRUNCNORM_BOUND = 2.0  # BigGAN samples z from a normal truncated to [-2, 2]
 MIN_FPS, MAX_FPS = 1, 1000
 
 
+def class_list(text: str) -> tuple[str, ...]:
+    """--classes 'jellyfish, 107, volcano' -> its items (names or indices), blanks dropped."""
+    return tuple(item.strip() for item in str(text).split(",") if item.strip())
+
+
+def _known_classes(classes: Sequence[int | str]) -> tuple[int | str, ...]:
+    """The classes as given, each known (unknown names and indices fail here, before any work)."""
+    for item in classes:
+        try:
+            class_index(item)
+        except InputError as exc:
+            raise ValueError(f": {exc}") from None
+    return tuple(classes)
+
+
 @dataclass(frozen=True)
-class PathOptions:
+class PathOptions(Options):
     """How the path is drawn; the same options and seed give the same frames."""
 
-    classes: tuple[int | str, ...] = ()
-    z_mode: str = "per-point"
-    truncation: float = 0.4
-    seed: int = 0
+    classes: tuple[int | str, ...] = option(
+        (),
+        flag="--classes",
+        check=_known_classes,
+        parse=class_list,
+        metavar="LIST",
+        help="comma-separated ImageNet class names or indices, one per inflection point in order; missing ones "
+        "are drawn at random (see 'ganterp-fast classes')",
+    )
+    z_mode: str = option(
+        "per-point",
+        flag="--z-mode",
+        choices=Z_MODES,
+        help="one z per inflection point (the paper) or one for the whole video (the original code)",
+    )
+    truncation: float = option(
+        0.4,
+        flag="--truncation",
+        check=real(0, 1, above=True, rule="must be in (0, 1]"),
+        help="BigGAN truncation in (0, 1]: lower is cleaner, higher more varied",
+    )
+    seed: int = option(
+        0,
+        flag="--seed",
+        check=whole(0),
+        help="seed of the random classes and z: the same seed gives the same frames",
+    )
     #: A cue sheet (`cue_files.read_sheet`, `cue_sheet.parse_classes_at`) instead of the analysis's points.
-    cues: CueSheet | None = None
+    cues: CueSheet | None = option(None)
     #: Strength of the onset pulse on z (0: off); needs an analysis with onsets.
-    pulse: float = 0.0
+    pulse: float = option(
+        0.0,
+        flag="--pulse",
+        check=real(0, rule="must be a number >= 0 (0: off)"),
+        metavar="S",
+        label="pulse (0: off)",
+        help="strength of the onset pulse: z jumps on each onset (librosa) and relaxes between them; 0: off",
+    )
     #: Strength of the onset pulse on the truncation: T * (1 + S * pulse), at most 1 (0: off).
-    pulse_truncation: float = 0.0
+    pulse_truncation: float = option(
+        0.0,
+        flag="--pulse-truncation",
+        check=real(0, rule="must be a number >= 0 (0: off)"),
+        metavar="S",
+        label="pulse on the truncation",
+        help="the same pulse on the truncation: T x (1 + S x pulse), at most 1; 0: off",
+    )
 
     @classmethod
     def from_sheet(cls, sheet: CueSheet, *, pulse: float = 0.0, pulse_truncation: float = 0.0) -> PathOptions:
@@ -66,31 +118,21 @@ class PathOptions:
             pulse_truncation=pulse_truncation,
         )
 
-    def __post_init__(self) -> None:
-        for name, value in (("pulse", self.pulse), ("pulse on the truncation", self.pulse_truncation)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise InputError(f"{name} must be a number >= 0 (0: off), got {value}")
-        if self.cues is not None:
-            if self.classes:
-                raise InputError("give either classes or cues, not both: the cues name their classes")
-            for name, mine, theirs in (
-                ("seed", self.seed, self.cues.seed),
-                ("z mode", self.z_mode, self.cues.z_mode),
-                ("truncation", self.truncation, self.cues.truncation),
-            ):
-                if mine != theirs:
-                    raise InputError(
-                        f"{name} {mine} differs from the {name} of {self.cues.origin or 'the cues'} ({theirs}): "
-                        f"use the cues' own (PathOptions.from_sheet) or edit the sheet's header"
-                    )
-        if self.z_mode not in Z_MODES:
-            raise InputError(f"z mode must be one of {', '.join(Z_MODES)}, got {self.z_mode!r}")
-        if not (isinstance(self.truncation, (int, float)) and 0 < self.truncation <= 1):
-            raise InputError(f"truncation must be in (0, 1], got {self.truncation}")
-        if int(self.seed) != self.seed or self.seed < 0:
-            raise InputError(f"seed must be an integer >= 0, got {self.seed}")
-        for item in self.classes:  # unknown names and indices fail here, before any work
-            class_index(item)
+    def check_together(self) -> None:
+        if self.cues is None:
+            return
+        if self.classes:
+            raise InputError("give either classes or cues, not both: the cues name their classes")
+        for name, mine, theirs in (
+            ("seed", self.seed, self.cues.seed),
+            ("z mode", self.z_mode, self.cues.z_mode),
+            ("truncation", self.truncation, self.cues.truncation),
+        ):
+            if mine != theirs:
+                raise InputError(
+                    f"{name} {mine} differs from the {name} of {self.cues.origin or 'the cues'} ({theirs}): "
+                    f"use the cues' own (PathOptions.from_sheet) or edit the sheet's header"
+                )
 
 
 def parse_fps(value: str | float | int | Fraction, *, sample_rate: int | None = None) -> Fraction:
@@ -118,16 +160,6 @@ def parse_fps(value: str | float | int | Fraction, *, sample_rate: int | None = 
             f"fps must be from {MIN_FPS} to {MAX_FPS} frames per second (e.g. 24, 30, 30000/1001), got {value!r}"
         )
     return fps
-
-
-def truncated_normal(rng: np.random.Generator, shape: tuple[int, ...], bound: float = TRUNCNORM_BOUND) -> np.ndarray:
-    """Standard normal samples truncated to [-bound, bound] by redrawing, in float64."""
-    values = rng.standard_normal(shape)
-    outside = np.abs(values) > bound
-    while outside.any():
-        values[outside] = rng.standard_normal(int(outside.sum()))
-        outside = np.abs(values) > bound
-    return values
 
 
 class LatentPath:

@@ -28,6 +28,7 @@ import numpy as np
 from ganterp_fast.engine.audio.soundtrack import Soundtrack
 from ganterp_fast.engine.audio.source import Source, open_source
 from ganterp_fast.engine.errors import GanterpError, InputError, RenderError
+from ganterp_fast.engine.fields import Options, option, whole
 from ganterp_fast.engine.files import check_output, temporary_beside
 
 log = logging.getLogger(__name__)
@@ -54,29 +55,41 @@ _RANGE_LIMITED = 1
 
 
 @dataclass(frozen=True)
-class EncodeOptions:
+class EncodeOptions(Options):
     """Video encoder settings. `codec`: "libx264", "h264_nvenc", or "auto" (NVENC where it works)."""
 
-    crf: int = 18  # constant quality, 0 (lossless) .. 51; 18 is visually lossless for x264
-    preset: str = "medium"  # x264 speed/size trade-off (mapped to p1..p7 for NVENC)
-    codec: str = "libx264"
-    threads: int = 0  # encoder threads; 0 = automatic
-    audio_bitrate: int = 0  # AAC bits/s; 0 = 96 kb/s per channel within AAC's limit at low rates
-    faststart: bool = True  # mp4/mov: put the index first so playback starts before the download ends
-    # x264: identical stream headers whatever the frames (stitchable=1), so segments join by stream copy.
-    stitchable: bool = True
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.crf, int) or isinstance(self.crf, bool) or not 0 <= self.crf <= 51:
-            raise InputError(f"crf must be an integer in 0..51 (lower is better quality), got {self.crf!r}")
-        if self.preset not in X264_PRESETS:
-            raise InputError(f"preset must be one of {', '.join(X264_PRESETS)}, got {self.preset!r}")
-        if self.codec not in (*H264_ENCODERS, "auto"):
-            raise InputError(f"codec must be one of {', '.join(H264_ENCODERS)} or auto, got {self.codec!r}")
-        if not isinstance(self.threads, int) or self.threads < 0:
-            raise InputError(f"threads must be an integer >= 0 (0 = automatic), got {self.threads!r}")
-        if not isinstance(self.audio_bitrate, int) or self.audio_bitrate < 0:
-            raise InputError(f"audio_bitrate must be bits per second >= 0 (0 = automatic), got {self.audio_bitrate!r}")
+    crf: int = option(
+        18,  # 18 is visually lossless for x264
+        flag="--crf",
+        check=whole(0, 51, note="lower is better quality"),
+        help="x264 quality, 0-51, lower is better",
+    )
+    preset: str = option(
+        "medium",
+        flag="--preset",
+        choices=X264_PRESETS,
+        help="x264 speed/size trade-off",  # mapped to p1..p7 for NVENC
+    )
+    codec: str = option(
+        "libx264",
+        flag="--codec",
+        choices=(*H264_ENCODERS, "auto"),
+        help="H.264 encoder: libx264 (CPU), h264_nvenc (NVIDIA GPUs with NVENC), or auto: NVENC where it opens, "
+        "else libx264",
+    )
+    threads: int = option(
+        0,
+        flag="--encoder-threads",
+        check=whole(0, note="0: automatic"),
+        metavar="N",
+        help="x264 threads; 0: automatic",
+    )
+    #: AAC bits/s; 0 = 96 kb/s per channel within AAC's limit at low rates.
+    audio_bitrate: int = option(0, check=whole(0, note="bits per second; 0: automatic"))
+    #: mp4/mov: put the index first so playback starts before the download ends.
+    faststart: bool = option(True)
+    #: x264: identical stream headers whatever the frames (stitchable=1), so segments join by stream copy.
+    stitchable: bool = option(True)
 
 
 @dataclass(frozen=True)
