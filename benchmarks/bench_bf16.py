@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import markdown_table, measure, psnr, write_results
+from benchmarks.common import markdown_table, measure, write_results
 from benchmarks.prepare import (
     DEFAULT_WORK,
     cpu_accounting,
@@ -43,6 +43,7 @@ from benchmarks.prepare import (
     write_music,
 )
 from ganterp_fast.engine.backends.bench import GFLOP_PER_IMAGE
+from ganterp_fast.engine.backends.contract import frames_psnr as psnr
 
 RESOLUTION = 128
 USEFUL_GFLOP_PER_IMAGE = GFLOP_PER_IMAGE[RESOLUTION]  # multiply-adds x 2 of the reference graph
@@ -50,7 +51,7 @@ PARTS = ("generator", "placement", "render")
 
 
 def cpu_description() -> dict[str, Any]:
-    from ganterp_fast.engine.backends.openvino_generator import bf16_capability
+    from ganterp_fast.engine.backends.capability import bf16_capability
 
     capability = bf16_capability()
     flags = set()
@@ -104,8 +105,9 @@ def gemm_rate(precision: str, threads: int, *, m: int = 256, k: int = 4096, n: i
 
 
 def generator_part(fp32: Path, int8: Path | None, batches: Sequence[int], threads: int, repeats: int) -> dict:
+    from ganterp_fast.engine.backends.gate import gate_latents, quality_gate
     from ganterp_fast.engine.backends.onnxruntime_generator import Generator
-    from ganterp_fast.engine.backends.openvino_generator import OpenVinoGenerator, gate_latents, quality_gate
+    from ganterp_fast.engine.backends.openvino_generator import OpenVinoGenerator
 
     gemm = {
         "bf16_gflops": round(max(gemm_rate("bf16", threads) for _ in range(2)), 1),
@@ -380,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         print("bench_bf16: openvino is not installed (pip install 'ganterp-fast[cpu]'), skipped.")
         return 0
-    from ganterp_fast.engine.backends.onnxruntime_generator import physical_cores
+    from ganterp_fast.engine.backends.providers import physical_cores
     from ganterp_fast.engine.latent.path import parse_fps
 
     cpu = cpu_description()

@@ -23,6 +23,7 @@ import numpy as np
 
 from benchmarks.common import measure, timed, write_results
 from benchmarks.prepare import DEFAULT_WORK, load_average, model_folder, prepare_checkpoint, prepare_export
+from ganterp_fast.engine.backends.contract import NUM_CLASSES, Z_DIM, truncated_normal
 
 
 def generator_gflop(config: Any, *, rgb_channels: int = 3, subpixel: bool = False) -> float:
@@ -124,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
-    from ganterp_fast.engine.backends.onnxruntime_generator import Generator, physical_cores
+    from ganterp_fast.engine.backends.onnxruntime_generator import Generator
+    from ganterp_fast.engine.backends.providers import physical_cores
     from ganterp_fast.export import load_biggan
 
     threads = args.threads or physical_cores()
@@ -216,8 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _latents(seed: int, batch: int, truncation: float) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng([seed, batch])
-    z = (np.clip(rng.standard_normal((batch, 128)), -2, 2) * truncation).astype(np.float32)
-    classes = np.eye(1000, dtype=np.float32)[rng.choice(1000, batch, replace=False)]
+    z = (truncated_normal(rng, (batch, Z_DIM)) * truncation).astype(np.float32)
+    classes = np.eye(NUM_CLASSES, dtype=np.float32)[rng.choice(NUM_CLASSES, batch, replace=False)]
     return z, classes
 
 

@@ -40,7 +40,9 @@ import numpy as np
 
 from benchmarks.common import markdown_table, write_results
 from benchmarks.prepare import DEFAULT_WORK, load_average, model_folder, prepare_checkpoint, prepare_export
-from ganterp_fast.engine.backends.bench import GFLOP_PER_IMAGE, gpu_description
+from ganterp_fast.engine.backends.bench import GFLOP_PER_IMAGE
+from ganterp_fast.engine.backends.contract import NUM_CLASSES, Z_DIM, truncated_normal
+from ganterp_fast.engine.backends.machine import gpu_description
 
 # Useful compute per image with the 3-channel last conv (engineering-facts.md).
 DEFAULT_BATCHES = (1, 4, 8, 16, 32, 64)
@@ -173,8 +175,8 @@ def latents(batch: int, seed: int, truncation: float) -> dict[str, np.ndarray]:
     from ganterp_fast.engine.backends.onnxruntime_generator import Generator
 
     rng = np.random.default_rng(seed)
-    z = (np.clip(rng.standard_normal((batch, 128)), -2, 2) * truncation).astype(np.float32)
-    classes = np.eye(1000, dtype=np.float32)[rng.integers(0, 1000, batch)]
+    z = (truncated_normal(rng, (batch, Z_DIM)) * truncation).astype(np.float32)
+    classes = np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, batch)]
     return Generator.prepare(z, classes, truncation)
 
 

@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import markdown_table, psnr, write_results
+from benchmarks.common import markdown_table, write_results
 from benchmarks.prepare import DEFAULT_WORK, load_average, model_folder, prepare_checkpoint, prepare_export
+from ganterp_fast.engine.backends.contract import frames_psnr as psnr
 
 log = logging.getLogger("benchmarks.bench_int8")
 
@@ -63,7 +64,7 @@ def _interleaved(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, 
 
 def _quantized(fp32: Path, path: Path, requantize: bool, **kwargs: Any) -> tuple[Path, dict[str, Any]]:
     """An int8 model at `path`, quantised unless it is already there; its figures from metadata."""
-    from ganterp_fast.engine.backends.onnxruntime_generator import META_PREFIX, read_metadata
+    from ganterp_fast.engine.backends.contract import META_PREFIX, read_metadata
     from ganterp_fast.engine.errors import ModelError
     from ganterp_fast.export.quantize import quantize_int8
 
@@ -107,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
-    from ganterp_fast.engine.backends.onnxruntime_generator import Generator, physical_cores
+    from ganterp_fast.engine.backends.onnxruntime_generator import Generator
+    from ganterp_fast.engine.backends.providers import physical_cores
     from ganterp_fast.export import load_biggan
     from ganterp_fast.export.quantize import Int8Settings
 

@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import markdown_table, measure, psnr, write_results
+from benchmarks.common import markdown_table, measure, write_results
 from benchmarks.prepare import DEFAULT_WORK, load_average, model_folder, prepare_checkpoint, prepare_export
+from ganterp_fast.engine.backends.contract import NUM_CLASSES, Z_DIM, truncated_normal
+from ganterp_fast.engine.backends.contract import frames_psnr as psnr
 
 RESOLUTION = 128
 
@@ -48,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench_openvino: openvino is not installed (pip install openvino), skipped.")
         return 0
 
-    from ganterp_fast.engine.backends.onnxruntime_generator import Generator, physical_cores
+    from ganterp_fast.engine.backends.onnxruntime_generator import Generator
+    from ganterp_fast.engine.backends.providers import physical_cores
 
     threads = args.threads or physical_cores()
     folder = model_folder(args.work, RESOLUTION, args.seed)
@@ -60,8 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: dict[int, Any] = {}
     for batch in args.batches:
         rng = np.random.default_rng([args.seed, batch])
-        z = (np.clip(rng.standard_normal((batch, 128)), -2, 2) * args.truncation).astype(np.float32)
-        classes = np.eye(1000, dtype=np.float32)[rng.choice(1000, batch, replace=False)]
+        z = (truncated_normal(rng, (batch, Z_DIM)) * args.truncation).astype(np.float32)
+        classes = np.eye(NUM_CLASSES, dtype=np.float32)[rng.choice(NUM_CLASSES, batch, replace=False)]
         feeds = Generator.prepare(z, classes, args.truncation)
         reference = generator(z, classes, args.truncation)
         row: dict[str, Any] = {

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import markdown_table, psnr, write_results
+from benchmarks.common import markdown_table, write_results
 from benchmarks.prepare import (
     DEFAULT_WORK,
     cpu_accounting,
@@ -47,6 +47,7 @@ from benchmarks.prepare import (
     write_music,
 )
 from ganterp_fast.engine.api import StageTimes
+from ganterp_fast.engine.backends.contract import frames_psnr as psnr
 
 RESOLUTION = 128
 
@@ -351,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from ganterp_fast.engine.analysis.analyze import AnalysisOptions, analyze
-    from ganterp_fast.engine.backends.onnxruntime_generator import physical_cores
+    from ganterp_fast.engine.backends.providers import physical_cores
     from ganterp_fast.engine.latent.path import PathOptions, parse_fps
 
     threads = args.threads or physical_cores()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import platform
 import statistics
@@ -75,14 +74,6 @@ def measure(run: Callable[[], Any], repeats: int) -> dict[str, float]:
     run()
     times = [timed(run) for _ in range(repeats)]
     return {"seconds_best": min(times), "seconds_median": statistics.median(times), "runs": repeats}
-
-
-def psnr(a: Any, b: Any) -> float:
-    """PSNR in dB of uint8 images `a` against `b` (numpy arrays of one shape); inf when equal."""
-    import numpy as np
-
-    mse = float(np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2))
-    return 10 * math.log10(255.0**2 / mse) if mse > 0 else math.inf
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

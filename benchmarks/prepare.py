@@ -81,7 +81,7 @@ def prepare_checkpoint(
 
 def prepare_export(checkpoint: Path, path: Path, precision: str) -> tuple[Path, float | None]:
     """The ONNX export of `checkpoint` at `path` (parity-checked by the exporter), made once."""
-    from ganterp_fast.engine.backends.onnxruntime_generator import META_PREFIX, check_metadata, read_metadata
+    from ganterp_fast.engine.backends.contract import META_PREFIX, check_metadata, read_metadata
     from ganterp_fast.engine.errors import ModelError
     from ganterp_fast.export import export_model
 
@@ -99,7 +99,7 @@ def prepare_export(checkpoint: Path, path: Path, precision: str) -> tuple[Path, 
 
 def prepare_int8(fp32: Path, path: Path, seed: int) -> tuple[Path, dict[str, Any]]:
     """The gated int8 quantisation of `fp32` at `path`, made once; its figures from the metadata."""
-    from ganterp_fast.engine.backends.onnxruntime_generator import META_PREFIX, read_metadata
+    from ganterp_fast.engine.backends.contract import META_PREFIX, read_metadata
     from ganterp_fast.engine.errors import ModelError
     from ganterp_fast.export.quantize import quantize_int8
 

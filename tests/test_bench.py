@@ -18,8 +18,9 @@ import media
 import pytest
 
 from ganterp_fast.cli.main import main
-from ganterp_fast.engine.backends.bench import gemm_peak, gflop_per_image, parse_int_list, useful_figures
-from ganterp_fast.engine.backends.contract import parse_device
+from ganterp_fast.engine.backends.bench import describe_precision, gflop_per_image, parse_int_list, useful_figures
+from ganterp_fast.engine.backends.contract import AUTO_BF16, parse_device
+from ganterp_fast.engine.backends.peak import gemm_peak
 from ganterp_fast.engine.backends.providers import CPU, CUDA, TENSORRT, plan_providers
 from ganterp_fast.engine.errors import InputError
 
@@ -263,3 +264,10 @@ def test_bench_on_cuda(tiny_onnx_fp16: Path, tmp_path: Path) -> None:
     assert peak["precision"] == "fp16" and peak["gflops"] > 0 and "CUDA" in peak["method"]
     assert report["device"]["gpu"].get("name") or report["device"]["gpu"] == {}
     assert "cuda:0" in stdout.getvalue()
+
+
+def test_preparing_names_the_precision_that_runs() -> None:
+    """`preparing biggan-deep-128 (...)` names what will run, and the export it reads: bf16 is not fp32."""
+    assert describe_precision("bf16") == "bf16, from its fp32 export"
+    assert describe_precision(AUTO_BF16) == "bf16 if it passes its quality gate, else fp32, from its fp32 export"
+    assert [describe_precision(precision) for precision in ("fp32", "fp16", "int8")] == ["fp32", "fp16", "int8"]

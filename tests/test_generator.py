@@ -10,16 +10,9 @@ import media
 import numpy as np
 import pytest
 
-from ganterp_fast.engine.backends.onnxruntime_generator import (
-    CPU,
-    CUDA,
-    INPUT_NAMES,
-    Generator,
-    ProviderPlan,
-    plan_providers,
-    read_metadata,
-    truncation_weights,
-)
+from ganterp_fast.engine.backends.contract import INPUT_NAMES, read_metadata, truncation_weights
+from ganterp_fast.engine.backends.onnxruntime_generator import Generator
+from ganterp_fast.engine.backends.providers import CPU, CUDA, ProviderPlan, plan_providers
 from ganterp_fast.engine.errors import InputError, MissingExtraError, ModelError, ProviderError
 
 TRUNCATIONS = (0.4, 0.58, 1.0)

@@ -12,7 +12,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
-from ganterp_fast.engine.backends.onnxruntime_generator import META_PREFIX, Generator, check_metadata, read_metadata  # noqa: E402
+from ganterp_fast.engine.backends.contract import META_PREFIX, check_metadata, read_metadata  # noqa: E402
+from ganterp_fast.engine.backends.onnxruntime_generator import Generator  # noqa: E402
 from ganterp_fast.engine.errors import InputError, ModelError  # noqa: E402
 from ganterp_fast.export.quantize import Int8Settings, QuantizeReport, quantize_int8  # noqa: E402
 

@@ -8,13 +8,11 @@ print(markdown(report))            # report is a plain dict: every figure, versi
 
 For each model and batch size: repeated timed calls after warm-up, for `seconds` each;
 images/s from the median call, latency p50/p95 per batch, the providers that ran and the
-best batch size. The peak it is compared with is measured in the same run, in the
-precision that runs: numpy's sgemm for fp32 on the CPU, a one-MatMul model through the same
-runtime for int8 (ONNX Runtime's MatMulInteger) and bf16 (OpenVINO), and an fp16 MatMul
-through ONNX Runtime's CUDA provider on a GPU. Useful GFLOP per image is BigGAN-deep's own
-work (3-channel last conv), so a rate above the graph's executed work is not counted.
-Never imports torch; models named rather than given as `.onnx` are exported through the
-model cache, which needs the `[export]` extra.
+best batch size. The peak it is compared with (`engine.backends.peak`) is measured in the
+same run, in the precision that runs; the machine's description is `engine.backends.machine`'s.
+Useful GFLOP per image is BigGAN-deep's own work (3-channel last conv), so a rate above the
+graph's executed work is not counted. Never imports torch; models named rather than given
+as `.onnx` are exported through the model cache, which needs the `[export]` extra.
 """
 
 from __future__ import annotations
@@ -22,21 +20,35 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-import platform
-import shutil
-import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from importlib import metadata as _metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ganterp_fast.engine.backends.contract import META_PREFIX, NUM_CLASSES, PRECISIONS, Z_DIM, parse_device
+from ganterp_fast.engine.backends.contract import (
+    AUTO_BF16,
+    META_PREFIX,
+    NUM_CLASSES,
+    PRECISIONS,
+    Z_DIM,
+    model_precision,
+    parse_device,
+    read_metadata,
+    ready_model,
+    truncated_normal,
+)
+from ganterp_fast.engine.backends.machine import (
+    cpu_description,
+    describe_device,
+    gpu_description,
+    load_average,
+    versions,
+)
+from ganterp_fast.engine.backends.peak import gemm_peak, peak_precision
+from ganterp_fast.engine.backends.timing import rate_figures, time_calls
 from ganterp_fast.engine.errors import GanterpError, InputError, MissingExtraError
 
 log = logging.getLogger(__name__)
@@ -47,10 +59,6 @@ GFLOP_PER_IMAGE = {128: 17.9, 256: 58.8, 512: 76.0}
 FULL_CHANNEL_WIDTH = 128
 RESOLUTIONS = tuple(GFLOP_PER_IMAGE)
 DEFAULT_BATCHES = {"cpu": (1, 2, 4, 8), "cuda": (1, 4, 16, 64)}
-WARMUP_CALLS = 2  # first calls choose kernels (cuDNN's search), allocate, capture CUDA graphs
-MIN_RUNS = 3
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-GEMM_SIZE = {"cpu": 2048, "cuda": 8192}  # square GEMM side: big enough to reach the machine's rate
 
 
 @dataclass(frozen=True)
@@ -95,113 +103,6 @@ def parse_int_list(text: str, *, what: str, example: str, allowed: Sequence[int]
     return tuple(values)
 
 
-# ----------------------------------------------------------------------------------------
-# The machine
-
-
-def cpu_description() -> dict[str, Any]:
-    """CPU model name, logical CPUs usable here, physical cores and the bf16/AMX/VNNI flags."""
-    from ganterp_fast.engine.backends.providers import physical_cores, usable_cpus
-
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and name == (platform.processor() or platform.machine()):
-                name = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    return {
-        "name": name,
-        "logical_cpus": usable_cpus(),
-        "physical_cores": physical_cores(),
-        "flags": [flag for flag in CPU_FLAGS if flag in flags],
-    }
-
-
-def gpu_description(index: int = 0) -> dict[str, Any]:
-    """The GPU's name, memory and driver (nvidia-smi), and the GPUs counted; {} without nvidia-smi."""
-    if shutil.which("nvidia-smi") is None:
-        return {}
-    try:
-        text = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index,name,memory.total,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    rows = [[part.strip() for part in line.split(",")] for line in text.splitlines() if line.count(",") >= 3]
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible:  # CUDA's index N is the N-th visible GPU
-        order = [item.strip() for item in visible.split(",")]
-        rows = [row for item in order for row in rows if row[0] == item]
-    if not 0 <= index < len(rows):
-        return {"gpus": len(rows)}
-    _, name, memory, driver = rows[index][:4]
-    return {"index": index, "name": name, "memory": memory, "driver": driver, "gpus": len(rows)}
-
-
-def versions() -> dict[str, str]:
-    """Python and the packages that decide the figures."""
-    found = {"python": sys.version.split()[0]}
-    for package in ("ganterp-fast", "numpy", "onnxruntime", "onnxruntime-gpu", "openvino", "onnx", "torch"):
-        try:
-            found[package] = _metadata.version(package)
-        except _metadata.PackageNotFoundError:
-            continue
-    return found
-
-
-def _load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
-
-
-def _onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingExtraError("benchmarking a model", "cpu") from exc
-    return onnxruntime
-
-
-# ----------------------------------------------------------------------------------------
-# Timing
-
-
-def time_calls(run: Callable[[], Any], *, seconds: float, warmup: int = WARMUP_CALLS) -> list[float]:
-    """Seconds of each call of `run`, repeated for `seconds` (at least `MIN_RUNS` calls) after warm-up."""
-    for _ in range(warmup):
-        run()
-    times: list[float] = []
-    began = time.perf_counter()
-    while len(times) < MIN_RUNS or time.perf_counter() - began < seconds:
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return times
-
-
-def rate_figures(times: Sequence[float], batch: int) -> dict[str, Any]:
-    """images/s from the median call, latency p50/p95 in ms, and the window's own images/s."""
-    median = statistics.median(times)
-    return {
-        "images_per_s": round(batch / median, 3),
-        "latency_ms_p50": round(1000 * median, 3),
-        "latency_ms_p95": round(1000 * float(np.percentile(times, 95)), 3),
-        "images_per_s_window": round(batch * len(times) / sum(times), 3),
-        "runs": len(times),
-        "seconds": round(sum(times), 3),
-    }
-
-
 def useful_figures(images_per_s: float, gflop_per_image: float | None, peak_gflops: float | None) -> dict[str, Any]:
     """Useful GFLOP/s of a rate, and its share of the peak (None where either is unknown)."""
     if gflop_per_image is None:
@@ -221,136 +122,28 @@ def gflop_per_image(resolution: int, channel_width: int | None) -> float | None:
 def latents(batch: int, *, seed: int, truncation: float) -> tuple[np.ndarray, np.ndarray]:
     """Truncated-normal z (scaled by the truncation, as a render's) and one-hot classes."""
     rng = np.random.default_rng(seed)
-    z = (np.clip(rng.standard_normal((batch, Z_DIM)), -2, 2) * truncation).astype(np.float32)
+    z = (truncated_normal(rng, (batch, Z_DIM)) * truncation).astype(np.float32)
     classes = np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, batch)]
     return z, classes
 
 
 # ----------------------------------------------------------------------------------------
-# The peak: one GEMM in the precision that runs
-
-
-def gemm_peak(
-    kind: str, precision: str, *, device_id: int = 0, threads: int | None = None, seconds: float = 1.0
-) -> dict[str, Any]:
-    """The best GEMM rate (GFLOP/s, or GOP/s for int8) on this device in `precision`.
-
-    The record names how it was measured; `gflops` is None with a `why` where it cannot be
-    (the onnx package builds the int8 and CUDA models; OpenVINO runs bf16).
-    """
-    size = GEMM_SIZE["cuda" if kind == "cuda" else "cpu"]
-    try:
-        if kind == "cuda":
-            run, how = _ort_matmul("fp16", size, device_id=device_id, threads=threads), "ONNX Runtime CUDA fp16 MatMul"
-        elif precision == "int8":
-            run, how = _ort_matmul("int8", size, threads=threads), "ONNX Runtime MatMulInteger (u8 x s8)"
-        elif precision == "bf16":
-            run, how = _openvino_matmul(size, threads=threads), "OpenVINO CPU MatMul, bf16 hint"
-        else:
-            run, how = _numpy_sgemm(size), "numpy sgemm (fp32)"
-        times = time_calls(run, seconds=seconds, warmup=2)
-    except ImportError as exc:
-        return {"gflops": None, "precision": precision, "why": f"needs the {exc.name or exc} package to build the GEMM"}
-    except Exception as exc:  # a runtime that cannot run the GEMM: the models' figures stand without it
-        return {"gflops": None, "precision": precision, "why": " ".join(str(exc).split())[:200]}
-    flop = 2.0 * size**3
-    return {
-        "gflops": round(flop / min(times) / 1e9, 1),
-        "gflops_median": round(flop / statistics.median(times) / 1e9, 1),
-        "method": how,
-        "precision": "fp16" if kind == "cuda" else precision,
-        "size": size,
-        "runs": len(times),
-    }
-
-
-def peak_precision(kind: str, precision: str) -> str:
-    """The GEMM precision a model's rate is compared with: fp16 on CUDA; on the CPU its own (fp16 runs as fp32)."""
-    if kind == "cuda":
-        return "fp16"
-    return precision if precision in ("int8", "bf16") else "fp32"
-
-
-def _numpy_sgemm(size: int) -> Callable[[], Any]:
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((size, size), dtype=np.float32)
-    b = rng.standard_normal((size, size), dtype=np.float32)
-    return lambda: a @ b
-
-
-def _ort_matmul(precision: str, size: int, *, device_id: int = 0, threads: int | None = None) -> Callable[[], Any]:
-    """A one-node ONNX model (MatMul fp16, or MatMulInteger u8 x s8) run through ONNX Runtime."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    from ganterp_fast.engine.backends.providers import CPU, CUDA, physical_cores, preload_cuda_libraries
-
-    ort = _onnxruntime()
-    rng = np.random.default_rng(0)
-    if precision == "int8":
-        a = rng.integers(0, 255, (size, size), dtype=np.uint8)
-        b = rng.integers(-127, 127, (size, size), dtype=np.int8)
-        node = helper.make_node("MatMulInteger", ["a", "b"], ["c"])
-        types = (TensorProto.UINT8, TensorProto.INT32)
-    else:
-        a = rng.standard_normal((size, size)).astype(np.float16)
-        b = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float16)
-        node = helper.make_node("MatMul", ["a", "b"], ["c"])
-        types = (TensorProto.FLOAT16, TensorProto.FLOAT16)
-    graph = helper.make_graph(
-        [node],
-        "gemm",
-        [helper.make_tensor_value_info("a", types[0], [size, size])],
-        [helper.make_tensor_value_info("c", types[1], [size, size])],
-        initializer=[numpy_helper.from_array(b, "b")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = min(model.ir_version, 9)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or physical_cores()
-    if precision == "int8":
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=[CPU])
-        return lambda: session.run(None, {"a": a})
-    preload_cuda_libraries(ort)
-    session = ort.InferenceSession(
-        model.SerializeToString(),
-        options,
-        providers=[CUDA],
-        provider_options=[{"device_id": str(device_id)}],
-    )
-    if CUDA not in session.get_providers():
-        raise MissingExtraError("the CUDA GEMM peak (the CUDA provider did not start)", "gpu")
-    binding = session.io_binding()
-    a_device = ort.OrtValue.ortvalue_from_numpy(a, "cuda", device_id)
-    c_device = ort.OrtValue.ortvalue_from_shape_and_type([size, size], np.float16, "cuda", device_id)
-    binding.bind_ortvalue_input("a", a_device)
-    binding.bind_ortvalue_output("c", c_device)
-    return lambda: session.run_with_iobinding(binding)  # synchronous: returns when the GPU is done
-
-
-def _openvino_matmul(size: int, *, threads: int | None = None) -> Callable[[], Any]:
-    """A one-MatMul OpenVINO model compiled for the CPU with the bf16 precision hint."""
-    import openvino as ov
-    from openvino import opset13
-
-    from ganterp_fast.engine.backends.providers import physical_cores
-
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((size, size), dtype=np.float32)
-    b = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
-    parameter = opset13.parameter([size, size], ov.Type.f32, name="a")
-    product = opset13.matmul(parameter, opset13.constant(b), False, False)
-    model = ov.Model([product], [parameter], "gemm")
-    compiled = ov.Core().compile_model(
-        model,
-        "CPU",
-        {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": str(threads or physical_cores())},
-    )
-    request = compiled.create_infer_request()
-    return lambda: request.infer({0: a})
-
-
-# ----------------------------------------------------------------------------------------
 # Models
+
+
+def describe_precision(precision: str) -> str:
+    """The planned precision in words, with the export it reads: "bf16, from its fp32 export"."""
+    from ganterp_fast.engine.backends.choice import export_precision
+
+    ran = "bf16 if it passes its quality gate, else fp32" if precision == AUTO_BF16 else precision
+    read = export_precision(precision)
+    return ran if read == ran else f"{ran}, from its {read} export"
+
+
+def quality_figures(generator: Any) -> dict[str, Any] | None:
+    """The stored quality-gate figures of a gated generator (OpenVINO bf16), for the report; else None."""
+    gate = getattr(generator, "gate", None)
+    return None if gate is None else asdict(gate)
 
 
 def default_models(resolutions: Sequence[int]) -> list[str]:
@@ -365,14 +158,7 @@ def _check_model(model: str, precision: str, weights: str | None, seed: int) -> 
     """`InputError` for a model that is neither an existing .onnx, a pretrained name nor a checkpoint."""
     from ganterp_fast.engine.backends.models import cache_key
 
-    if model.lower().endswith(".onnx"):
-        path = Path(model).expanduser()
-        if not path.is_file():
-            raise InputError(
-                f"model file {path} does not exist; give an .onnx made by 'ganterp-fast export', "
-                "a model name (biggan-deep-128|256|512) or a checkpoint directory"
-            )
-    else:
+    if ready_model(model) is None:
         cache_key(model, precision=precision, weights=weights, seed=seed)
 
 
@@ -380,8 +166,9 @@ def _resolve(model: str, precision: str, weights: str | None, seed: int) -> Path
     """The .onnx of `model`: as given, or exported once into the cache."""
     from ganterp_fast.engine.backends.models import resolve_model
 
-    if model.lower().endswith(".onnx"):
-        return Path(model).expanduser()
+    ready = ready_model(model)
+    if ready is not None:
+        return ready
     try:
         return resolve_model(model, precision=precision, weights=weights, seed=seed)
     except MissingExtraError as exc:
@@ -395,9 +182,7 @@ def _resolve(model: str, precision: str, weights: str | None, seed: int) -> Path
 
 def _check_precision(path: Path, requested: str) -> None:
     """A ready model runs in the precision it was exported in: refuse another one asked for."""
-    from ganterp_fast.engine.backends.onnxruntime_generator import read_metadata
-
-    exported = read_metadata(path).get(META_PREFIX + "precision", "fp32")
+    exported = model_precision(read_metadata(path))
     if requested not in ("auto", exported) and not (requested == "bf16" and exported == "fp32"):
         raise InputError(
             f"--precision {requested} asked for, but {path} is a {exported} model; leave --precision at auto, "
@@ -413,7 +198,7 @@ def _bench_model(
     peaks: dict[str, dict[str, Any]],
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
-    from ganterp_fast.engine.backends.choice import open_generator, quality_figures
+    from ganterp_fast.engine.backends.choice import open_generator
 
     progress(f"opening {path.name}")
     started = time.perf_counter()
@@ -498,6 +283,7 @@ def bench(
     there (checked before any export), `InputError` for a missing model.
     """
     from ganterp_fast.engine.backends.choice import export_precision, plan_precision
+    from ganterp_fast.engine.backends.onnxruntime_generator import import_onnxruntime
     from ganterp_fast.engine.backends.providers import plan_providers
 
     options = options or BenchOptions()
@@ -507,20 +293,20 @@ def bench(
     if not requests:
         raise InputError("no model to benchmark: give an .onnx, a model name, or resolutions (128, 256, 512)")
     kind, _ = parse_device(options.device)
-    ort = _onnxruntime()
+    ort = import_onnxruntime()
     plan = plan_providers(
         ort.get_available_providers(), device=options.device, tensorrt=options.tensorrt, threads=options.threads
     )
     precision = plan_precision(options.precision, plan.device)
     batches = options.batch_sizes or DEFAULT_BATCHES[plan.device]
-    load_before = _load_average()
+    load_before = load_average()
     began = time.perf_counter()
     for model, weights in requests:  # every model checked before any export
         _check_model(model, export_precision(precision), weights, options.seed)
     paths = []
     for model, weights in requests:
-        if not model.lower().endswith(".onnx"):
-            say(f"preparing {model} ({export_precision(precision)}; exported once, then cached)")
+        if ready_model(model) is None:
+            say(f"preparing {model} ({describe_precision(precision)}; exported once, then cached)")
         paths.append(_resolve(model, export_precision(precision), weights, options.seed))
         _check_precision(paths[-1], options.precision)
     peaks: dict[str, dict[str, Any]] = {}
@@ -541,7 +327,7 @@ def bench(
         "device": device,
         "versions": versions(),
         "onnxruntime_providers_available": list(ort.get_available_providers()),
-        "load_average_1min": {"before": load_before, "after": _load_average()},
+        "load_average_1min": {"before": load_before, "after": load_average()},
         "seconds": round(time.perf_counter() - began, 1),
         "peaks": peaks,
         "models": results,
@@ -550,22 +336,6 @@ def bench(
 
 # ----------------------------------------------------------------------------------------
 # Reporting
-
-
-def describe_device(report: dict[str, Any]) -> str:
-    """One line: the CPU (and GPU) the figures were measured on."""
-    cpu = report["device"]["cpu"]
-    text = (
-        f"{cpu['name']}, {cpu['logical_cpus']} CPUs ({cpu['physical_cores']} cores), "
-        f"flags {' '.join(cpu['flags']) or 'none of ' + '/'.join(CPU_FLAGS[2:])}"
-    )
-    gpu = report["device"].get("gpu")
-    if gpu is not None:
-        if "name" in gpu:
-            text = f"GPU {gpu['index']}: {gpu['name']} ({gpu['memory']}, driver {gpu['driver']}); host {text}"
-        else:
-            text = f"GPU (nvidia-smi not found: name unknown); host {text}"
-    return text
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -1,46 +1,61 @@
-"""Generator backends behind one small interface, and the choice between them.
+"""The choice of generator backend: which one runs a planned precision on a device, and opening it.
 
-A backend is any object with `resolution`, `precision`, `device`, `providers` and
-`__call__(z, class_vectors, truncation=...) -> uint8 [B, H, W, 3]`. `open_generator` is the
-one place that builds one for a model file; render jobs, workers and `bench` all call it.
+Backends are the modules `engine/backends/*_generator.py`, each with a `BACKEND` record
+(`engine.backends.base.Backend`): ONNX Runtime (`onnxruntime_generator`: CPU fp32/int8,
+CUDA, TensorRT; the exact path) and OpenVINO's CPU plugin (`openvino_generator`: bf16 on CPUs
+with AVX512-BF16 or AMX, behind a quality gate). A third is one more such module.
 
-Backends: ONNX Runtime (`engine.generator`: CPU fp32/int8, CUDA, TensorRT; the exact fp32
-path) and OpenVINO's CPU plugin (`engine.openvino_backend`: bf16 on CPUs with AVX512-BF16
-or AMX, behind a quality gate). `plan_precision` decides, from the request, the device and
-the CPU's capability, before any model is exported; `open_generator` resolves the gate.
+`plan_precision` decides, from the request, the device and the CPU's capability, before any
+model is exported; `choose_backend` picks the backend for that precision and device (both
+pure functions, tested without the hardware); `open_generator` builds it.
 """
 
 from __future__ import annotations
 
-import logging
+import functools
+import importlib
 import os
-from pathlib import Path
-from typing import Any, Protocol
+import pkgutil
+from collections.abc import Sequence
 
-import numpy as np
-
-from ganterp_fast.engine.backends.openvino_generator import Bf16Capability, bf16_capability, require_native_bf16
+from ganterp_fast.engine.backends.base import Backend, FrameGenerator, OpenRequest
+from ganterp_fast.engine.backends.capability import Bf16Capability, bf16_capability, require_native_bf16
+from ganterp_fast.engine.backends.contract import AUTO_BF16, parse_device
 from ganterp_fast.engine.errors import InputError
 
-log = logging.getLogger(__name__)
+BACKEND_SUFFIX = "_generator"  # engine/backends/<name>_generator.py defines a backend
 
 
-class FrameGenerator(Protocol):
-    """What the render job needs of a generator (ONNX Runtime's, OpenVINO's, or a stand-in)."""
-
-    @property
-    def resolution(self) -> int: ...
-
-    @property
-    def device(self) -> str: ...
-
-    @property
-    def providers(self) -> list[str]: ...
-
-    def __call__(self, z: np.ndarray, class_vector: np.ndarray, truncation: Any = 0.4) -> np.ndarray: ...
+@functools.cache
+def registered_backends() -> tuple[Backend, ...]:
+    """Every backend module's `BACKEND`, lowest rank first (importing a backend module imports no runtime)."""
+    package = importlib.import_module(__package__)
+    found = []
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name.endswith(BACKEND_SUFFIX):
+            found.append(importlib.import_module(f"{__package__}.{module.name}").BACKEND)
+    return tuple(sorted(found, key=lambda backend: (backend.rank, backend.name)))
 
 
-AUTO_BF16 = "auto-bf16"  # planned by "auto" on a native-bf16 CPU: bf16 if the model passes its gate, else fp32
+def choose_backend(precision: str, device: str, backends: Sequence[Backend] | None = None) -> Backend:
+    """The backend that runs `precision` (as planned) on `device` ("auto", "cpu", "cuda", "cuda:N").
+
+    The first of `backends` (default: the registered ones, by rank) serving both; `InputError` where none does.
+    """
+    kind = parse_device(device)[0]
+    candidates = registered_backends() if backends is None else backends
+    for backend in candidates:
+        if precision in backend.precisions and (kind == "auto" or kind in backend.devices):
+            return backend
+    raise InputError(f"no generator backend runs precision {precision!r} on {device!r}")
+
+
+def export_precision(precision: str, backends: Sequence[Backend] | None = None) -> str:
+    """The precision of the exported .onnx that a run in `precision` reads (bf16 reads the fp32 export)."""
+    for backend in registered_backends() if backends is None else backends:
+        if precision in backend.precisions:
+            return backend.reads or precision
+    return precision
 
 
 def open_generator(
@@ -57,52 +72,19 @@ def open_generator(
 
     "bf16": OpenVINO's CPU plugin, refused (`ModelError`, with the figures) when the model
     fails its quality gate on this CPU kind. `AUTO_BF16`: the same where the model is an
-    fp32 export that passes its gate, ONNX Runtime fp32 otherwise. Anything else: ONNX
-    Runtime (CPU, CUDA, TensorRT), the exact path. `capability` replaces this CPU's (tests).
+    fp32 export that passes its gate, ONNX Runtime fp32 otherwise. Anything else ("auto": the
+    export's own): ONNX Runtime (CPU, CUDA, TensorRT), the exact path. `capability` replaces
+    this CPU's (tests).
     """
-    from ganterp_fast.engine.backends.onnxruntime_generator import Generator
-
-    if precision in ("bf16", AUTO_BF16):
-        generator = _open_bf16(model_path, precision, threads=threads, capability=capability)
-        if generator is not None:
-            return generator
-        device = "cpu"
-    return Generator(model_path, device=device, threads=threads, tensorrt=tensorrt, cuda_graph=cuda_graph)
-
-
-def _open_bf16(
-    model_path: str | os.PathLike[str], precision: str, *, threads: int | None, capability: Bf16Capability | None
-) -> FrameGenerator | None:
-    """The gated OpenVINO bf16 generator, or None where `AUTO_BF16` falls back to fp32."""
-    from ganterp_fast.engine.backends.onnxruntime_generator import META_PREFIX, read_metadata
-    from ganterp_fast.engine.backends.openvino_generator import (
-        OpenVinoGenerator,
-        gate_refusal,
-        quality_gate,
-        stored_gate,
-    )
-
-    auto = precision == AUTO_BF16
-    if auto and read_metadata(model_path).get(META_PREFIX + "precision", "fp32") != "fp32":
-        return None  # a ready fp16/int8 model runs as it was exported
-    if auto:
-        capability = capability or bf16_capability()
-        if not capability.native:
-            return None
-    gate = stored_gate(model_path, "bf16", capability=capability)
-    if gate is not None and not gate.passed:
-        if auto:
-            log.info("%s: %s; running fp32", Path(model_path).name, gate.describe())
-            return None
-        raise gate_refusal(model_path, gate)
-    generator = OpenVinoGenerator(model_path, precision="bf16", threads=threads, capability=capability)
-    gate = quality_gate(model_path, generator, capability=capability, threads=threads)
-    log.info("%s: %s (%s)", Path(model_path).name, gate.describe(), "passed" if gate.passed else "failed")
-    if gate.passed:
-        return generator
-    if auto:
-        return None
-    raise gate_refusal(model_path, gate)
+    request = OpenRequest(device, precision, threads, tensorrt, cuda_graph, capability)
+    backend = choose_backend(precision, device)
+    generator = backend.open(model_path, request)
+    if generator is None:  # declined (a model below its gate under "auto"): its export runs exactly on the CPU
+        fallback = OpenRequest("cpu", backend.reads or "fp32", threads, tensorrt, cuda_graph, capability)
+        generator = choose_backend(fallback.precision, "cpu").open(model_path, fallback)
+        if generator is None:
+            raise InputError(f"no generator backend opens {model_path} in {fallback.precision} on the CPU")
+    return generator
 
 
 def plan_precision(
@@ -136,20 +118,3 @@ def plan_precision(
         return model_precision
     capability = capability or bf16_capability()
     return AUTO_BF16 if capability.native else "fp32"
-
-
-def export_precision(precision: str) -> str:
-    """The precision of the exported .onnx that a run in `precision` reads (bf16 reads the fp32 export)."""
-    return "fp32" if precision in ("bf16", AUTO_BF16) else precision
-
-
-def quality_figures(generator: FrameGenerator) -> dict[str, Any] | None:
-    """The stored quality-gate figures of a gated generator (OpenVINO bf16), for `bench` and logs; else None."""
-    from dataclasses import asdict
-
-    from ganterp_fast.engine.backends.openvino_generator import OpenVinoGenerator, stored_gate
-
-    if not isinstance(generator, OpenVinoGenerator) or generator.precision != "bf16":
-        return None
-    result = stored_gate(generator.model_path, generator.precision)
-    return None if result is None else asdict(result)

@@ -13,79 +13,42 @@ Truncation reaches the graph as the 51 batch-norm statistics mixing weights, com
 in float64 exactly as the reference does, so any truncation in (0, 1] matches it.
 
 Provider choice and the IO-binding runner (device buffers, CUDA graphs) live in
-`engine.providers`. Never imports torch.
+`engine.backends.providers`; the shared properties and input checks in `engine.backends.base`.
+The backend the choice reads is `BACKEND`. Never imports torch.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ganterp_fast.engine.backends.contract import (  # noqa: F401  (some re-exported: the exporter and the tests import them from here)
-    FORMAT_VERSION,
+from ganterp_fast.engine.backends.base import Backend, GeneratorBase, OpenRequest
+from ganterp_fast.engine.backends.contract import (
+    EXPORT_PRECISIONS,
     INPUT_NAMES,
     INPUT_WIDTHS,
-    META_PREFIX,
-    N_STATS,
-    NUM_CLASSES,
     OUTPUT_NAME,
-    Z_DIM,
-    check_metadata,
     parse_device,
-    read_metadata,
 )
-from ganterp_fast.engine.backends.providers import (  # noqa: F401  (CPU, DEVICES, physical_cores: re-exported for callers)
+from ganterp_fast.engine.backends.providers import (
     CPU,
     CUDA,
-    DEVICES,
     TENSORRT,
     BoundRunner,
     ProviderPlan,
-    physical_cores,
     plan_providers,
     preload_cuda_libraries,
 )
-from ganterp_fast.engine.errors import InputError, MissingExtraError, ModelError, ProviderError
+from ganterp_fast.engine.errors import MissingExtraError, ModelError, ProviderError
 
 log = logging.getLogger(__name__)
 
 
-def truncation_weights(truncation: float | Sequence[float] | np.ndarray, n_stats: int = N_STATS) -> np.ndarray:
-    """Batch-norm statistics mixing weights of each truncation, float64 [n_stats] or [B, n_stats].
-
-    The reference (pytorch-pretrained-biggan's BigGANBatchNorm) does
-    `coef, i = math.modf(t / (1 / (n_stats - 1)))` and mixes `row[i] * coef + row[i + 1] * (1 - coef)`
-    (weights reversed against ordinary interpolation), or takes `row[i]` alone when `coef == 0`.
-    The same float64 arithmetic here picks the same rows: 0.58 / 0.02 is 28.999999999999996.
-    """
-    values = np.asarray(truncation, dtype=np.float64)
-    flat = values.reshape(-1)
-    step = 1.0 / (n_stats - 1)
-    out = np.zeros((flat.size, n_stats), dtype=np.float64)
-    for row, t in enumerate(flat.tolist()):
-        if not (math.isfinite(t) and 0.0 < t <= 1.0):
-            raise InputError(f"truncation {t!r} is outside (0, 1]; BigGAN truncations are in (0, 1], e.g. 0.4")
-        coef, start = math.modf(t / step)
-        index = int(start)
-        if coef != 0.0:
-            out[row, index] = coef
-            out[row, index + 1] = 1.0 - coef
-        else:
-            out[row, index] = 1.0
-    return out.reshape(values.shape + (n_stats,))
-
-
-# ----------------------------------------------------------------------------------------
-# The generator
-
-
 def import_onnxruntime() -> Any:
+    """The onnxruntime module, or `MissingExtraError` naming the extras that bring it."""
     try:
         import onnxruntime
     except ImportError as exc:
@@ -95,7 +58,7 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-class Generator:
+class Generator(GeneratorBase):
     """BigGAN frames from latents, through ONNX Runtime.
 
     One call at a time per instance (device buffers are reused between calls). On CUDA the
@@ -115,16 +78,7 @@ class Generator:
         cuda_graph: bool = False,
     ) -> None:
         ort = import_onnxruntime()
-        self.model_path = Path(model_path)
-        if not self.model_path.is_file():
-            raise InputError(
-                f"model file {self.model_path} does not exist; pass an .onnx made by 'ganterp-fast export'"
-            )
-        self._metadata = read_metadata(self.model_path)
-        check_metadata(self._metadata, self.model_path)
-        self._resolution = int(self._metadata[META_PREFIX + "resolution"])
-        self._precision = self._metadata.get(META_PREFIX + "precision", "fp32")
-
+        super().__init__(model_path)
         trt_cache = None
         if tensorrt:
             from ganterp_fast.engine.cache import cache_dir
@@ -162,6 +116,8 @@ class Generator:
                 raise ModelError(f"ONNX Runtime cannot load {self.model_path}: {again}") from again
         self._providers = list(self._session.get_providers())
         self._plan = self._confirm_providers(plan, device, tensorrt)
+        self._device, self._device_id = self._plan.device, self._plan.device_id
+        self._threads, self._cuda_graph = self._plan.intra_op_threads, self._plan.cuda_graph
         self._check_signature()
         self._runner = (
             BoundRunner(self._session, ort, "cuda", self._plan.device_id, cuda_graph=self._plan.cuda_graph)
@@ -218,91 +174,25 @@ class Generator:
                 f"(inputs {sorted(inputs)}, outputs {outputs})"
             )
 
-    # -- properties -----------------------------------------------------------------------
-
-    @property
-    def resolution(self) -> int:
-        """Side of the square frames in pixels."""
-        return self._resolution
-
-    @property
-    def precision(self) -> str:
-        """Precision the model was exported in: "fp32" or "fp16"."""
-        return self._precision
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        """The model file's metadata (name, source, weights hash, parity figures, ...)."""
-        return dict(self._metadata)
-
-    @property
-    def device(self) -> str:
-        """Where the model runs: "cuda" or "cpu"."""
-        return self._plan.device
-
-    @property
-    def device_id(self) -> int:
-        """The GPU's index on CUDA (`device="cuda:N"`); 0 on the CPU."""
-        return self._plan.device_id
-
-    @property
-    def providers(self) -> list[str]:
-        """Execution providers the session actually uses, in priority order."""
-        return list(self._providers)
-
-    @property
-    def threads(self) -> int:
-        """Intra-op threads of the session."""
-        return self._plan.intra_op_threads
-
-    @property
-    def cuda_graph(self) -> bool:
-        """Whether batches replay captured CUDA graphs (asked for, on CUDA, and accepted by the session)."""
-        return self._plan.cuda_graph
-
-    # -- running --------------------------------------------------------------------------
-
-    def __call__(
-        self, z: np.ndarray, class_vectors: np.ndarray, truncation: float | Sequence[float] | np.ndarray = 0.4
-    ) -> np.ndarray:
-        """Frames uint8 [B, H, W, 3] for latents `z` [B, 128] and class vectors [B, 1000].
-
-        `z` is used as given (already multiplied by the truncation, as pytorch-pretrained-biggan
-        expects); `truncation` is one value in (0, 1] or one per sample.
-        """
-        feeds = self.prepare(z, class_vectors, truncation)
-        batch = feeds["z"].shape[0]
-        if batch == 0:
-            return np.zeros((0, self._resolution, self._resolution, 3), dtype=np.uint8)
+    def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Frames of one validated batch: through the device buffers on CUDA, a plain session run on the CPU."""
         if self._runner is not None:
             return self._runner.run(feeds)
         return self._session.run([OUTPUT_NAME], feeds)[0]
 
-    @staticmethod
-    def prepare(
-        z: np.ndarray, class_vectors: np.ndarray, truncation: float | Sequence[float] | np.ndarray = 0.4
-    ) -> dict[str, np.ndarray]:
-        """Validated float32 inputs of the graph, truncation turned into mixing weights."""
-        z_array = np.ascontiguousarray(z, dtype=np.float32)
-        classes = np.ascontiguousarray(class_vectors, dtype=np.float32)
-        if z_array.ndim != 2 or z_array.shape[1] != Z_DIM:
-            raise InputError(f"z has shape {z_array.shape}; expected [batch, {Z_DIM}]")
-        if classes.ndim != 2 or classes.shape[1] != NUM_CLASSES:
-            raise InputError(f"class_vectors has shape {classes.shape}; expected [batch, {NUM_CLASSES}]")
-        if classes.shape[0] != z_array.shape[0]:
-            raise InputError(f"z has {z_array.shape[0]} rows but class_vectors has {classes.shape[0]}")
-        if not (np.isfinite(z_array).all() and np.isfinite(classes).all()):
-            raise InputError("z and class_vectors must be finite (found NaN or infinity)")
-        batch = z_array.shape[0]
-        values = np.asarray(truncation, dtype=np.float64)
-        if values.ndim == 0:
-            weights = np.broadcast_to(truncation_weights(float(values)), (batch, N_STATS))
-        elif values.shape == (batch,):
-            weights = truncation_weights(values)
-        else:
-            raise InputError(f"truncation has shape {values.shape}; give one value or one per sample ({batch})")
-        return {
-            "z": z_array,
-            "class_vector": classes,
-            "truncation_weights": np.ascontiguousarray(weights, dtype=np.float32),
-        }
+
+def open_onnxruntime(model_path: str | os.PathLike[str], request: OpenRequest) -> Generator:
+    """ONNX Runtime's generator for a request: the export's own precision on CPU, CUDA or TensorRT."""
+    return Generator(
+        model_path,
+        device=request.device,
+        threads=request.threads,
+        tensorrt=request.tensorrt,
+        cuda_graph=request.cuda_graph,
+    )
+
+
+# The exact path: every precision an .onnx holds ("auto": the export's own), on the CPU and on CUDA (and TensorRT).
+BACKEND = Backend(
+    name="onnxruntime", precisions=("auto", *EXPORT_PRECISIONS), devices=("cpu", "cuda"), open=open_onnxruntime
+)

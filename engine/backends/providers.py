@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ganterp_fast.engine.backends.contract import DEVICES, INPUT_WIDTHS, OUTPUT_NAME, parse_device  # noqa: F401  (DEVICES re-exported)
+from ganterp_fast.engine.backends.contract import INPUT_WIDTHS, OUTPUT_NAME, parse_device
 from ganterp_fast.engine.errors import InputError, ProviderError
 
 log = logging.getLogger(__name__)
