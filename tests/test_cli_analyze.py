@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import media
 import numpy as np
 import pytest
 import soundfile
@@ -20,11 +21,7 @@ def cli(*args, cwd=None):
     )
 
 
-@pytest.fixture(scope="module")
-def song(tmp_path_factory):
-    path = tmp_path_factory.mktemp("audio") / "song with spaces é.wav"
-    soundfile.write(path, example_music().T, EXAMPLE_RATE, subtype="PCM_16")
-    return path
+SONG = media.Song(rate=EXAMPLE_RATE, name="song with spaces é.wav", samples=lambda: example_music().T)
 
 
 def test_json_holds_the_analysis_and_its_parameters(song, tmp_path):
@@ -98,6 +95,8 @@ def test_a_failed_plot_keeps_no_json(song, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "plot" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists() and not plot.exists() and list(tmp_path.iterdir()) == []
+    # The install hint works from PyPI and from a clone alike.
+    assert "pip install 'ganterp-fast[plot]' (in a clone: pip install '.[plot]')" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -160,3 +159,9 @@ def test_classes_lists_and_searches():
     found = cli("classes", "jellyfish")
     assert found.stdout.startswith(" 107")
     assert cli("classes", "no such thing").returncode == 1
+    # A number is that class alone, not every WordNet id that contains its digits.
+    one = cli("classes", "850")
+    assert one.returncode == 0 and one.stdout.splitlines() == [" 850  n04399382  teddy, teddy bear"]
+    assert "n04399382" in cli("classes", "n0439938").stdout  # WordNet ids are still searched as text
+    past = cli("classes", "1000")
+    assert past.returncode == 1 and "0 to 999" in past.stdout

@@ -15,6 +15,7 @@ import media
 import numpy as np
 import pytest
 from media import render_options
+from reliability_helpers import default_sigint
 
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions
 from ganterp_fast.engine.api import render
@@ -208,6 +209,17 @@ def test_codec_choice(media_dir, tiny_onnx, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.mp4"]
 
 
+def test_the_summary_names_the_classes(media_dir, tiny_onnx, tmp_path):
+    many = ["jellyfish", "7", "volcano"] + [str(i) for i in range(100, 140)]  # more than the inflection points
+    out, classes = tmp_path / "v.mp4", ",".join(many)
+    result = cli("render", media_dir["wav8k"], "-o", out, "--model", tiny_onnx, "--fps", "5", "--classes", classes)
+    assert result.returncode == 0, result.stderr
+    classes = next(line for line in result.stdout.splitlines() if "inflection points, classes:" in line)
+    assert "0.0s 107 (jellyfish), " in classes and " 7 (cock)" in classes, classes
+    unused = next(line for line in result.stdout.splitlines() if line.startswith("unused classes"))
+    assert unused.endswith(", 139 (ruddy turnstone)"), unused
+
+
 def test_unknown_class_from_the_cli_suggests_names(media_dir, tiny_onnx, tmp_path):
     result = cli("render", media_dir["wav8k"], "-o", tmp_path / "x.mp4", "--model", tiny_onnx, "--classes", "jelyfish")
     assert result.returncode == 2 and "did you mean 'jellyfish'" in result.stderr
@@ -241,6 +253,7 @@ def test_interrupt_mid_render_leaves_nothing(tiny_onnx, tmp_path, sig, code):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     deadline = time.time() + 120
     while time.time() < deadline and not list(out_dir.glob(".*partial*")):  # wait until it is writing

@@ -23,6 +23,7 @@ import av
 import numpy as np
 import pytest
 from media import Song, write_random_bytes
+from reliability_helpers import default_sigint
 
 from ganterp_fast.cli.main import main
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions, analyze
@@ -72,6 +73,7 @@ class Server:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            preexec_fn=default_sigint,  # stop(SIGINT) is Ctrl-C, however the suite was started
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.stdout: list[str] = []
@@ -404,6 +406,40 @@ def test_the_cue_table_is_the_cue_sheet_and_its_mistakes_name_the_cue(song, tmp_
         assert text in str(error.value) and str(path) not in str(error.value), str(error.value)
     with pytest.raises(InputError, match="cue 9 does not exist: the table has cues 1 to"):
         actions.set_class(rows, 9, "volcano")
+
+
+@pytest.mark.skipif(_REASON is not None and "gradio" in (_REASON or ""), reason=_REASON or "")
+def test_the_page_checks_its_controls_by_the_options_rules_and_names_the_control(song, tmp_path) -> None:
+    """The page builds the same option objects as the command line; a refused value names the
+    control by the label the page shows (from the same declaration)."""
+    import gradio as gr
+
+    from ganterp_fast.engine.errors import OptionError
+    from ganterp_fast.engine.options import ModelOptions
+    from ganterp_fast.ui.app import page_errors
+    from ganterp_fast.ui.events import Events, picture
+    from ganterp_fast.ui.session import Workspace
+
+    events = Events(ModelOptions(), Workspace(tmp_path / "workspace"))
+    controls = {"start": 0.0, "duration": 0.0, "threshold": 0.01, "inflection": "min", "smoothing": 256}
+    controls |= {"source": "mix", "snap": False, "seed": 0, "z_mode": "per-point"}
+    for name, value, text in (
+        ("smoothing", -1, "smoothing (columns; 0: none) must be an integer >= 0 (0: none), got -1"),
+        ("smoothing", None, "smoothing (columns; 0: none) must be an integer >= 0 (0: none), got None"),
+        ("seed", 1.5, "seed must be an integer >= 0, got 1.5"),
+        ("start", -2.0, "start (s) must be a number of seconds >= 0, got -2.0"),
+        ("threshold", float("nan"), "threshold must be a finite number >= 0, got nan"),
+    ):
+        values = tuple({**controls, name: value}.values())
+        handler = page_errors(lambda values=values: events.analysed("s", str(song), values))
+        with pytest.raises(gr.Error) as caught:
+            handler()
+        assert caught.value.message == text
+    with pytest.raises(OptionError) as refused:
+        picture("255x144", "blur", "none", False)
+    assert refused.value.named(refused.value.label).startswith("size (or WxH) 255x144 has an odd side")
+    assert picture("the model's", "pad", "none", True) == picture(None, "pad", None, True)
+    assert not list((tmp_path / "workspace" / "sessions").rglob("*.png"))  # refused before any analysis
 
 
 def test_the_page_without_the_ui_extra_says_how_to_install_it(tiny_onnx) -> None:
