@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 from media import latents
 
+from ganterp_fast.engine.backends.base import Backend, GeneratorBase
+from ganterp_fast.engine.backends.choice import choose_backend, export_precision, registered_backends
+from ganterp_fast.engine.backends.contract import AUTO_BF16
 from ganterp_fast.engine.backends.onnxruntime_generator import Generator
 from ganterp_fast.engine.backends.providers import (
     BOUND_BATCHES_KEPT,
@@ -33,6 +36,62 @@ def generator(tiny_onnx: Path) -> Generator:
 
 
 # -- provider choice (pure) ------------------------------------------------------------------
+
+
+# -- the choice of backend ------------------------------------------------------------------
+
+
+def test_the_choice_reads_every_backend_module() -> None:
+    """Each engine/backends/*_generator.py registers itself; the choice is a pure function of the records."""
+    assert [backend.name for backend in registered_backends()] == ["onnxruntime", "openvino"]
+    assert [choose_backend(p, "cpu").name for p in ("auto", "fp32", "fp16", "int8")] == ["onnxruntime"] * 4
+    assert choose_backend("fp16", "cuda:1").name == "onnxruntime"
+    assert choose_backend("bf16", "cpu").name == choose_backend(AUTO_BF16, "auto").name == "openvino"
+    with pytest.raises(InputError, match="bf16"):
+        choose_backend("bf16", "cuda")
+    assert [export_precision(p) for p in ("bf16", AUTO_BF16, "auto", "fp16")] == ["fp32", "fp32", "auto", "fp16"]
+
+
+def test_a_third_backend_is_one_more_record() -> None:
+    """A new kind of generator serves its precisions and devices by its record alone: ranked first where it does."""
+    known = registered_backends()
+    third = Backend("third", ("fp16", "fp8"), ("cuda",), open=lambda path, request: None, reads="fp16", rank=10)
+    assert choose_backend("fp16", "cuda", [*known, third]) is third
+    assert choose_backend("fp16", "cpu", [*known, third]).name == "onnxruntime"  # not on the CPU
+    assert choose_backend("fp8", "auto", [*known, third]) is third
+    assert export_precision("fp8", [*known, third]) == "fp16"
+    with pytest.raises(InputError, match="fp8"):
+        choose_backend("fp8", "cuda")  # not registered here
+
+
+class Grey(GeneratorBase):
+    """A stand-in backend in a few lines: every frame mid-grey."""
+
+    def __init__(self, model_path: Path) -> None:
+        super().__init__(model_path)
+        self._providers = ["grey"]
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        side = self.resolution
+        return np.full((len(feeds["z"]), side, side, 3), 128, dtype=np.uint8)
+
+
+def test_a_backend_gets_the_shared_interface_from_the_base(tiny_onnx: Path) -> None:
+    grey, exact = Grey(tiny_onnx), Generator(tiny_onnx, device="cpu")
+    assert (grey.resolution, grey.precision, grey.device, grey.device_id) == (128, "fp32", "cpu", 0)
+    assert grey.metadata == exact.metadata and grey.providers == ["grey"] and not grey.cuda_graph and grey.gate is None
+    z, classes = latents(3, 0.4)
+    assert grey(z, classes).shape == (3, 128, 128, 3) and grey(z[:0], classes[:0]).shape == (0, 128, 128, 3)
+    for bad, match in (({"truncation": 1.5}, "truncation"), ({"truncation": [0.4, 0.5]}, "one per sample")):
+        with pytest.raises(InputError, match=match):
+            grey(z, classes, **bad)
+    with pytest.raises(InputError, match="shape"):
+        grey(z[:, :10], classes)
+    with pytest.raises(InputError, match="does not exist"):
+        Grey(tiny_onnx.with_name("missing.onnx"))
+
+
+# -- providers -------------------------------------------------------------------------------
 
 
 def test_plan_cpu_only() -> None:

@@ -40,10 +40,10 @@ def registered_backends() -> tuple[Backend, ...]:
 def choose_backend(precision: str, device: str, backends: Sequence[Backend] | None = None) -> Backend:
     """The backend that runs `precision` (as planned) on `device` ("auto", "cpu", "cuda", "cuda:N").
 
-    The first of `backends` (default: the registered ones, by rank) serving both; `InputError` where none does.
+    The lowest-ranked of `backends` (default: the registered ones) serving both; `InputError` where none does.
     """
     kind = parse_device(device)[0]
-    candidates = registered_backends() if backends is None else backends
+    candidates = registered_backends() if backends is None else sorted(backends, key=lambda backend: backend.rank)
     for backend in candidates:
         if precision in backend.precisions and (kind == "auto" or kind in backend.devices):
             return backend
