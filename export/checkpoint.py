@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from pytorch_pretrained_biggan import BigGAN, BigGANConfig
 
-from ganterp_fast.engine.backends.contract import CONFIG_NAME, PRETRAINED_NAMES, WEIGHTS_NAME
+from ganterp_fast.engine.backends.contract import CONFIG_NAME, NUM_CLASSES, PRETRAINED_NAMES, WEIGHTS_NAME, Z_DIM
 from ganterp_fast.engine.cache import file_sha256
 from ganterp_fast.engine.errors import InputError, ModelError
 
@@ -140,8 +140,8 @@ def read_config(path: Path) -> BigGANConfig:
     try:
         layers = [(bool(up), int(a), int(b)) for up, a, b in config.layers]
         checks = [
-            int(config.z_dim) == 128,
-            int(config.num_classes) == 1000,
+            int(config.z_dim) == Z_DIM,
+            int(config.num_classes) == NUM_CLASSES,
             int(config.n_stats) > 1,
             int(config.channel_width) >= 8 and int(config.channel_width) % 8 == 0,
             len(layers) > int(config.attention_layer_position) >= 0,
@@ -151,7 +151,7 @@ def read_config(path: Path) -> BigGANConfig:
     if not all(checks):
         raise ModelError(
             f"model configuration {path} is not a BigGAN-deep generator this exporter supports "
-            "(z_dim 128, 1000 classes, channel_width a multiple of 8, attention inside the layers)"
+            f"(z_dim {Z_DIM}, {NUM_CLASSES} classes, channel_width a multiple of 8, attention inside the layers)"
         )
     if int(config.output_dim) != resolution_of(config):
         log.warning(
