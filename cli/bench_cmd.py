@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ganterp_fast.cli.flags import add_options, from_args
+from ganterp_fast.engine.backends.bench import BenchOptions
 from ganterp_fast.engine.options import ModelOptions
 
 
@@ -50,13 +51,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         metavar="LIST",
         help="comma-separated batch sizes (default: 1,2,4,8 on the CPU, 1,4,16,64 on CUDA)",
     )
-    parser.add_argument(
-        "--seconds",
-        type=float,
-        default=3.0,
-        metavar="S",
-        help="timed calls per model and batch size, after warm-up (default: %(default)s)",
-    )
+    add_options(parser, BenchOptions, ("seconds",))
     add_options(parser, ModelOptions, ("threads", "cuda_graph", "tensorrt"))
     parser.add_argument("--no-peak", action="store_true", help="skip the GEMM peak measurement")
     parser.add_argument("--json", metavar="PATH", help="write every figure, the versions, date and settings as JSON")
@@ -67,14 +62,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ganterp_fast.engine.backends.bench import (
-        DEFAULT_BATCHES,
-        RESOLUTIONS,
-        BenchOptions,
-        bench,
-        markdown,
-        parse_int_list,
-    )
+    from ganterp_fast.engine.backends.bench import DEFAULT_BATCHES, RESOLUTIONS, bench, markdown, parse_int_list
     from ganterp_fast.engine.files import atomic_output, check_output
 
     model = from_args(ModelOptions, args)  # the flags bench shares with render, checked by the same rules

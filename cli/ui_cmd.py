@@ -76,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from ganterp_fast.engine.job import plan_model
 
     model = from_args(ModelOptions, args)
-    plan_model(model)  # a missing model file or an absent device: exit 2 before serving
     max_file_size = parse_file_size(args.max_file_size)
     check_port(args.host, args.port)
+    plan_model(model)  # a missing model file or an absent device: exit 2 before serving
     if importlib.util.find_spec("gradio") is None:
         raise MissingExtraError("ganterp-fast ui", "ui")
     if args.host not in LOCAL_HOSTS:

@@ -50,6 +50,7 @@ from ganterp_fast.engine.backends.machine import (
 from ganterp_fast.engine.backends.peak import gemm_peak, peak_precision
 from ganterp_fast.engine.backends.timing import rate_figures, time_calls
 from ganterp_fast.engine.errors import GanterpError, InputError, MissingExtraError
+from ganterp_fast.engine.fields import Options, option, real
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,19 @@ DEFAULT_BATCHES = {"cpu": (1, 2, 4, 8), "cuda": (1, 4, 16, 64)}
 
 
 @dataclass(frozen=True)
-class BenchOptions:
+class BenchOptions(Options):
     """What `bench` measures and how. `batch_sizes=()`: a default per device."""
 
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     precision: str = "auto"
     batch_sizes: tuple[int, ...] = ()
-    seconds: float = 3.0  # timed calls per model and batch size, after warm-up
+    seconds: float = option(
+        3.0,
+        flag="--seconds",
+        check=real(0, 3600, above=True, rule="must be a number of seconds above 0 and at most 3600, e.g. 3"),
+        metavar="S",
+        help="timed calls per model and batch size, after warm-up",
+    )
     threads: int | None = None  # CPU threads of the generator (None: one per physical core)
     cuda_graph: bool = False
     tensorrt: bool = False
@@ -77,15 +84,13 @@ class BenchOptions:
     seed: int = 0
     peak: bool = True  # measure the GEMM peak beside the models
 
-    def __post_init__(self) -> None:
+    def check_together(self) -> None:  # the fields without a declaration (seconds has one)
         parse_device(self.device)
         if self.precision not in PRECISIONS:
             raise InputError(f"precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
         for batch in self.batch_sizes:
             if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
                 raise InputError(f"batch size {batch!r}: use whole numbers of at least 1, e.g. 1,4,16,64")
-        if not (isinstance(self.seconds, (int, float)) and 0 < self.seconds <= 3600):
-            raise InputError(f"seconds {self.seconds!r}: use a number of seconds above 0, e.g. 3")
         if self.weights not in (None, "random"):
             raise InputError(f"weights {self.weights!r}: use 'random' or leave it unset")
 
