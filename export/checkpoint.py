@@ -243,8 +243,7 @@ def _fetch_pretrained(name: str) -> tuple[Path, Path]:
         raise ModelError(
             f"could not fetch the pretrained weights of {name} ({reason}). "
             f"Offline, pass a local checkpoint directory holding {CONFIG_NAME} and {WEIGHTS_NAME} "
-            f'instead of the name, or use --weights random (weights="random") for seeded random '
-            f"weights in the same architecture."
+            "instead of the name, or use --weights random for seeded random weights in the same architecture."
         ) from exc
     return paths[0], paths[1]
 
