@@ -207,3 +207,14 @@ def test_zero_where_it_means_something_is_taken_as_it_is(
     missing = tmp_path / "missing.wav"
     code, err, _ = _run(capsys, ["render", str(missing), f"{flag}={value}", "-o", str(tmp_path / "v.mp4")])
     assert code == 2 and err == [f"ganterp-fast render: error: input {missing} does not exist"], err
+
+
+def test_render_ui_and_bench_check_the_device_by_one_rule(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    model = str(tmp_path / "model.onnx")
+    lines = set()
+    for argv in (["render", "song.wav"], ["ui", "--model", model], ["bench", model]):
+        code, err, _ = _run(capsys, [*argv, "--device", "tpu"])
+        assert code == 2 and len(err) == 1, err
+        lines.add(err[0].split(": error: ", 1)[1])
+    assert lines == {"--device 'tpu': use one of auto, cpu, cuda, or cuda:N for the N-th GPU (cuda:0, cuda:1, ...)"}
+    assert not list(tmp_path.iterdir())
