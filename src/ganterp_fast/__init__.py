@@ -36,6 +36,7 @@ _LAZY = {
     "InputError": "ganterp_fast.engine.errors",
     "MissingExtraError": "ganterp_fast.engine.errors",
     "ModelError": "ganterp_fast.engine.errors",
+    "OptionError": "ganterp_fast.engine.errors",
     "ProviderError": "ganterp_fast.engine.errors",
     "RenderError": "ganterp_fast.engine.errors",
 }
