@@ -61,14 +61,6 @@ def option(
     return dataclasses.field(default=default, default_factory=factory, metadata={_KEY: declaration})
 
 
-def declaration(owner: type | object, name: str) -> Declaration:
-    """The declaration of field `name` of an option class (or of an instance's class)."""
-    for item in dataclasses.fields(owner):  # type: ignore[arg-type]
-        if item.name == name:
-            return item.metadata.get(_KEY, Declaration())
-    raise AttributeError(f"{_name(owner)} has no option {name!r}")
-
-
 def declared(
     owner: type | object, names: Sequence[str] | None = None
 ) -> Iterator[tuple[dataclasses.Field, Declaration]]:
@@ -88,14 +80,14 @@ def default_of(item: dataclasses.Field) -> Any:
 
 
 def label_of(item: dataclasses.Field, found: Declaration) -> str:
+    """The web page's name for the option: its label, or its name with spaces."""
     return found.label or item.name.replace("_", " ")
 
 
 def error(owner: type | object, name: str, rule: str) -> OptionError:
     """The `OptionError` of field `name` of `owner` breaking `rule` (its flag and label from the declaration)."""
-    found = declaration(owner, name)
-    label = found.label or name.replace("_", " ")
-    return OptionError(f"{_name(owner)}.{name}", rule, flag=found.flag, label=label)
+    item, found = next(declared(owner, (name,)))
+    return OptionError(f"{_name(owner)}.{name}", rule, flag=found.flag, label=label_of(item, found))
 
 
 class Options:
