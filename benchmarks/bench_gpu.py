@@ -292,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import onnxruntime as ort
 
-    from ganterp_fast.engine.backends.onnxruntime_generator import TENSORRT, Generator
+    from ganterp_fast.engine.backends.onnxruntime_generator import Generator
+    from ganterp_fast.engine.backends.providers import TENSORRT
     from ganterp_fast.engine.video.encode import probe_h264_encoders
 
     record: dict[str, Any] = {
