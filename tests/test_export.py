@@ -205,7 +205,7 @@ def test_graph_signature_and_metadata(request: pytest.FixtureRequest, fixture: s
     precision = "fp16" if fixture.endswith("fp16") else "fp32"
     assert meta["ganterp_fast.precision"] == precision
     assert meta["ganterp_fast.resolution"] == "128"
-    from ganterp_fast.engine.backends.models import file_sha256
+    from ganterp_fast.engine.cache import file_sha256
 
     assert meta["ganterp_fast.weights_sha256"] == file_sha256(tiny_checkpoint / "pytorch_model.bin")
     assert float(meta["ganterp_fast.parity_psnr_db"]) >= 35.0

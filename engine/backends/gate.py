@@ -24,6 +24,7 @@ import numpy as np
 
 from ganterp_fast.engine.backends.capability import Bf16Capability, bf16_capability
 from ganterp_fast.engine.backends.contract import NUM_CLASSES, TRUNCNORM_BOUND, Z_DIM, psnr
+from ganterp_fast.engine.cache import cache_dir, file_sha256
 from ganterp_fast.engine.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,8 @@ GATE_FORMAT = "1"
 
 @functools.lru_cache(maxsize=8)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    del size, mtime_ns  # the cache key only: a file written again is hashed again
+    return file_sha256(Path(path))
 
 
 def model_sha256(path: str | os.PathLike[str]) -> str:
@@ -53,8 +51,6 @@ def model_sha256(path: str | os.PathLike[str]) -> str:
 
 def openvino_cache_root() -> Path:
     """Where compiled models and gate figures live: `<cache_dir>/openvino`."""
-    from ganterp_fast.engine.backends.models import cache_dir
-
     return cache_dir() / "openvino"
 
 
