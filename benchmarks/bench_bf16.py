@@ -382,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         print("bench_bf16: openvino is not installed (pip install 'ganterp-fast[cpu]'), skipped.")
         return 0
-    from ganterp_fast.engine.backends.providers import physical_cores
+    from ganterp_fast.engine.backends.machine import physical_cores
     from ganterp_fast.engine.latent.path import parse_fps
 
     cpu = cpu_description()

@@ -125,8 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
+    from ganterp_fast.engine.backends.machine import physical_cores
     from ganterp_fast.engine.backends.onnxruntime_generator import Generator
-    from ganterp_fast.engine.backends.providers import physical_cores
     from ganterp_fast.export import load_biggan
 
     threads = args.threads or physical_cores()

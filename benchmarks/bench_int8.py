@@ -108,8 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
+    from ganterp_fast.engine.backends.machine import physical_cores
     from ganterp_fast.engine.backends.onnxruntime_generator import Generator
-    from ganterp_fast.engine.backends.providers import physical_cores
     from ganterp_fast.export import load_biggan
     from ganterp_fast.export.quantize import Int8Settings
 

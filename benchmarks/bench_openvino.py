@@ -50,8 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench_openvino: openvino is not installed (pip install openvino), skipped.")
         return 0
 
+    from ganterp_fast.engine.backends.machine import physical_cores
     from ganterp_fast.engine.backends.onnxruntime_generator import Generator
-    from ganterp_fast.engine.backends.providers import physical_cores
 
     threads = args.threads or physical_cores()
     folder = model_folder(args.work, RESOLUTION, args.seed)

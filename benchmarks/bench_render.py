@@ -352,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from ganterp_fast.engine.analysis.analyze import AnalysisOptions, analyze
-    from ganterp_fast.engine.backends.providers import physical_cores
+    from ganterp_fast.engine.backends.machine import physical_cores
     from ganterp_fast.engine.latent.path import PathOptions, parse_fps
 
     threads = args.threads or physical_cores()

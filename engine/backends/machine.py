@@ -1,4 +1,5 @@
-"""The machine a benchmark ran on: CPU, GPU, package versions and load, for every figure's record."""
+"""The machine: the CPU cores a generator's threads are counted from, and what a benchmark records of it
+(CPU, GPU, package versions and load) beside every figure."""
 
 from __future__ import annotations
 
@@ -14,10 +15,42 @@ from typing import Any
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads share a core's FMA units)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = []
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(
+                ((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip())
+            )
+        except OSError:
+            cores = set()
+            break
+    if cores:
+        return len(cores)
+    try:
+        import psutil
+
+        return int(psutil.cpu_count(logical=False) or len(cpus) or os.cpu_count() or 1)
+    except ImportError:
+        return len(cpus) or os.cpu_count() or 1
+
+
 def cpu_description() -> dict[str, Any]:
     """CPU model name, logical CPUs usable here, physical cores and the bf16/AMX/VNNI flags."""
-    from ganterp_fast.engine.backends.providers import physical_cores, usable_cpus
-
     name, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

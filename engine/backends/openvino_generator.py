@@ -44,7 +44,7 @@ from ganterp_fast.engine.backends.gate import (
     quality_gate,
     stored_gate,
 )
-from ganterp_fast.engine.backends.providers import physical_cores, usable_cpus
+from ganterp_fast.engine.backends.machine import physical_cores, usable_cpus
 from ganterp_fast.engine.errors import InputError, ModelError
 
 log = logging.getLogger(__name__)

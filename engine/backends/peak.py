@@ -71,8 +71,9 @@ def _ort_matmul(precision: str, size: int, *, device_id: int = 0, threads: int |
     """A one-node ONNX model (MatMul fp16, or MatMulInteger u8 x s8) run through ONNX Runtime."""
     from onnx import TensorProto, helper, numpy_helper
 
+    from ganterp_fast.engine.backends.machine import physical_cores
     from ganterp_fast.engine.backends.onnxruntime_generator import import_onnxruntime
-    from ganterp_fast.engine.backends.providers import CPU, CUDA, physical_cores, preload_cuda_libraries
+    from ganterp_fast.engine.backends.providers import CPU, CUDA, preload_cuda_libraries
 
     ort = import_onnxruntime()
     rng = np.random.default_rng(0)
@@ -122,7 +123,7 @@ def _openvino_matmul(size: int, *, threads: int | None = None) -> Callable[[], A
     import openvino as ov
     from openvino import opset13
 
-    from ganterp_fast.engine.backends.providers import physical_cores
+    from ganterp_fast.engine.backends.machine import physical_cores
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)

@@ -16,12 +16,12 @@ import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ganterp_fast.engine.backends.contract import INPUT_WIDTHS, OUTPUT_NAME, parse_device
+from ganterp_fast.engine.backends.machine import physical_cores, usable_cpus
 from ganterp_fast.engine.errors import InputError, ProviderError
 
 log = logging.getLogger(__name__)
@@ -212,40 +212,6 @@ def preload_cuda_libraries(ort: Any) -> None:
     for line in messages.getvalue().splitlines():
         if line.strip():
             log.info("onnxruntime.preload_dlls: %s", line.strip())
-
-
-def usable_cpus() -> int:
-    """Logical CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def physical_cores() -> int:
-    """Physical cores this process may run on (hyper-threads share a core's FMA units)."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = []
-    cores = set()
-    for cpu in cpus:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            cores.add(
-                ((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip())
-            )
-        except OSError:
-            cores = set()
-            break
-    if cores:
-        return len(cores)
-    try:
-        import psutil
-
-        return int(psutil.cpu_count(logical=False) or len(cpus) or os.cpu_count() or 1)
-    except ImportError:
-        return len(cpus) or os.cpu_count() or 1
 
 
 class BoundRunner:
