@@ -1,7 +1,7 @@
 """`render` over several inputs, on a Ray cluster (`--ray`), or in kept segments (`--resume`).
 
 Every input is prepared here first (input errors never reach a worker); the jobs then render
-on one pool (`engine.cluster.Cluster`, segments of all songs interleaved) or one after
+on one pool (`engine.scale.cluster.Cluster`, segments of all songs interleaved) or one after
 another in this process. Each output is written as soon as its song is complete; a failing
 input is reported and the others finish, and the command exits 1 at the end naming the
 failures.
@@ -10,11 +10,13 @@ failures.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
 
 from ganterp_fast.engine.errors import GanterpError, InputError, RenderError
+from ganterp_fast.engine.scale.plan import SEGMENT_SECONDS
 
 # A fault the workers inject into themselves (tests of fault tolerance): see worker.Fault.parse.
 FAULT_ENV = "GANTERP_WORKER_FAULT"
@@ -38,8 +40,8 @@ def add_cluster_args(parser: argparse.ArgumentParser) -> None:
         "--segment-seconds",
         type=float,
         metavar="S",
-        help="render in segments of about S seconds of video, each kept until the video is joined (default with "
-        "--ray or --resume: 10)",
+        help="render in segments of about S seconds of video (S > 0), each kept until the video is joined (default "
+        "with --ray or --resume: 10)",
     )
     group.add_argument(
         "--resume",
@@ -49,9 +51,18 @@ def add_cluster_args(parser: argparse.ArgumentParser) -> None:
 
 
 def wants_scale_out(args: argparse.Namespace) -> bool:
-    """Whether this command renders through here (several inputs, or --ray), not `render` alone."""
+    """Whether this command renders through here (several inputs, or --ray), not `render` alone.
+
+    Checks --workers and --segment-seconds first: no value is replaced by another."""
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be a whole number of at least 1, got {args.workers}")
     if args.workers is not None and not args.ray:
         raise InputError("--workers applies to --ray: add --ray local (or auto, or HOST:PORT)")
+    seconds = args.segment_seconds
+    if seconds is not None and not 0 < seconds < math.inf:
+        raise InputError(
+            f"--segment-seconds must be a positive number of seconds (default {SEGMENT_SECONDS:g}), got {seconds:g}"
+        )
     return len(args.input or []) > 1 or bool(args.ray)
 
 
@@ -83,7 +94,7 @@ def run(args: argparse.Namespace, options) -> int:  # options: RenderOptions
     from ganterp_fast.engine.job import prepare
 
     if args.ray:
-        from ganterp_fast.engine.scale.cluster import import_ray
+        from ganterp_fast.engine.scale.connect import import_ray
 
         import_ray()  # the [ray] extra, before any work
     raw = list(args.input or [])
@@ -144,7 +155,8 @@ def run(args: argparse.Namespace, options) -> int:  # options: RenderOptions
 
 
 def _render_on_ray(args: argparse.Namespace, jobs: list, bar: _Bar, done) -> None:  # type: ignore[no-untyped-def]
-    from ganterp_fast.engine.scale.cluster import Cluster, Fault
+    from ganterp_fast.engine.scale.cluster import Cluster
+    from ganterp_fast.engine.scale.worker import Fault
 
     fault = Fault.parse(os.environ[FAULT_ENV]) if os.environ.get(FAULT_ENV) else None
     if not args.quiet:
@@ -165,11 +177,10 @@ def _render_on_ray(args: argparse.Namespace, jobs: list, bar: _Bar, done) -> Non
 def _render_here(args: argparse.Namespace, job, bar: _Bar, done) -> None:  # type: ignore[no-untyped-def]
     import time
 
-    from ganterp_fast.engine.scale.cluster import ClusterOutcome
-    from ganterp_fast.engine.scale.resume import render_segmented
+    from ganterp_fast.engine.scale.scheduler import RenderOutcome, render_segmented
 
     began = time.perf_counter()
-    outcome = ClusterOutcome(job)
+    outcome = RenderOutcome(job)
     try:
         if args.segment_seconds is not None or args.resume:
             result = render_segmented(job, segment_seconds=args.segment_seconds, resume=args.resume, progress=bar.job)

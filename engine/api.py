@@ -12,8 +12,11 @@ from typing import TYPE_CHECKING
 
 from ganterp_fast.engine.audio.source import Source
 from ganterp_fast.engine.backends.choice import FrameGenerator
-from ganterp_fast.engine.job import Progress, RenderResult, StageTimes, default_batch_size, planned_device, prepare
+from ganterp_fast.engine.backends.plan import default_batch_size, planned_device
+from ganterp_fast.engine.job import prepare
 from ganterp_fast.engine.options import ModelOptions, RenderOptions
+from ganterp_fast.engine.result import Progress, RenderResult, StageTimes
+from ganterp_fast.engine.scale.plan import check_segment_seconds
 
 if TYPE_CHECKING:
     from ganterp_fast.engine.scale.cluster import Cluster
@@ -52,11 +55,12 @@ def render(
     `resume` (with or without a cluster): render in segments of about that length, kept in the
     output's hidden segments folder until joined; `resume` reuses the ones a stopped render left.
     """
+    check_segment_seconds(segment_seconds)  # before any work
     job = prepare(input_path, output_path, options, start=start, duration=duration, progress=progress)
     if cluster is not None:
         return cluster.render_one(job, segment_seconds=segment_seconds, resume=resume, progress=progress)
     if segment_seconds is not None or resume:
-        from ganterp_fast.engine.scale.resume import render_segmented
+        from ganterp_fast.engine.scale.scheduler import render_segmented
 
         return render_segmented(
             job, segment_seconds=segment_seconds, resume=resume, generator=generator, progress=progress

@@ -29,185 +29,18 @@ import numpy as np
 
 from ganterp_fast.engine.analysis.analyze import Analysis, analyze
 from ganterp_fast.engine.audio.source import Source, open_source
-from ganterp_fast.engine.backends.choice import FrameGenerator, export_precision, open_generator, plan_precision
+from ganterp_fast.engine.backends.choice import FrameGenerator
+from ganterp_fast.engine.backends.plan import ModelPlan, plan_model
 from ganterp_fast.engine.errors import InputError, RenderError
 from ganterp_fast.engine.files import check_output, same_file
 from ganterp_fast.engine.latent.path import LatentPath, frame_count, parse_fps
-from ganterp_fast.engine.options import ModelOptions, RenderOptions
+from ganterp_fast.engine.options import RenderOptions
 from ganterp_fast.engine.pipeline import Ahead, BatchRunner, reason
+from ganterp_fast.engine.result import Progress, RenderResult, StageTimes
+from ganterp_fast.engine.scale.plan import SEGMENT_SECONDS, plan_segments
 from ganterp_fast.engine.video.compose import PREVIEW_MAX_SIDE, Composition, Compositor, composed, plan_composition
 
 log = logging.getLogger(__name__)
-
-# Segments: about this long by default; a tail shorter than MIN_SEGMENT_SECONDS joins its
-# neighbour (x264 segments of a few frames carry no B-frame delay and break timestamp order).
-SEGMENT_SECONDS = 10.0
-MIN_SEGMENT_SECONDS = 1.0
-
-
-@dataclass
-class StageTimes:
-    """Seconds spent in each stage (inference and encoding overlap, so they add up to more than the wall time)."""
-
-    model: float = 0.0
-    analysis: float = 0.0
-    path: float = 0.0
-    inference: float = 0.0
-    encode: float = 0.0
-    compose: float = 0.0  # scaling and layout (its own thread), 0 where the frames are the output
-    render: float = 0.0  # the frames' loop of `run`, from the first batch asked for to the file closed
-    wall: float = 0.0
-
-    def bound(self) -> str:
-        """The stage the pipeline waited on most."""
-        stages = {"inference": self.inference, "encode": self.encode, "compose": self.compose}
-        return max(stages, key=stages.__getitem__)
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A progress report: `stage` is "model", "analysis" or "render" (frames counted in the last)."""
-
-    frames_done: int
-    frames_total: int
-    stage: str = "render"
-
-
-@dataclass
-class RenderResult:
-    output: Path
-    frames: int
-    fps: Fraction
-    resolution: int
-    batch_size: int
-    device: str
-    providers: list[str]
-    model_path: Path
-    classes: list[tuple[float, int]]
-    unused_classes: list[int]
-    analysis: Analysis
-    times: StageTimes
-    width: int = 0  # the output's size (the model's resolution unless --size or --layout)
-    height: int = 0
-    full_frames: int = 0  # a preview: the full render's frame count (0 otherwise)
-
-    @property
-    def frames_per_second(self) -> float:
-        busy = self.times.wall - self.times.model - self.times.analysis
-        return self.frames / busy if busy > 0 else float("inf")
-
-    @property
-    def full_render_seconds(self) -> float:
-        """A preview: how long the full render would take here (this run's time per frame x its frames)."""
-        return self.full_frames * self.seconds_per_frame if self.full_frames else 0.0
-
-    @property
-    def seconds_per_frame(self) -> float:
-        """The frames' loop's time per frame (model and analysis left out)."""
-        return self.times.render / self.frames if self.frames else 0.0
-
-
-def default_batch_size(device: str, resolution: int) -> int:
-    """CPU: small batches (no gain past ~4, and a short wait for the first frames); CUDA: large."""
-    if device.startswith("cuda"):
-        return {128: 64, 256: 32}.get(resolution, 16)
-    return 4
-
-
-def planned_device(device: str, *, tensorrt: bool = False, cuda_graph: bool = False, threads: int | None = None) -> str:
-    """The device a generator asked for `device` will most likely run on ("cpu", "cuda" or "cuda:N").
-
-    Checks the providers' side of the options at once (TensorRT or CUDA asked for where ONNX
-    Runtime does not offer them, threads past the CPUs): `ProviderError` / `InputError`.
-    """
-    from ganterp_fast.engine.backends.onnxruntime_generator import import_onnxruntime
-    from ganterp_fast.engine.backends.providers import plan_providers
-
-    plan = plan_providers(
-        import_onnxruntime().get_available_providers(),
-        device=device,
-        tensorrt=tensorrt,
-        cuda_graph=cuda_graph,
-        threads=threads,
-    )
-    return device if device != "auto" else plan.device
-
-
-# ---------------------------------------------------------------------------------- model
-
-
-@dataclass(frozen=True)
-class ModelPlan:
-    """Which model file to run, where and how: chosen in `prepare`, opened where frames are made."""
-
-    options: ModelOptions
-    device: str  # the planned device ("cpu", "cuda", "cuda:N")
-    precision: str  # the precision the generator runs in
-    resolution: int
-    batch_size: int
-
-    @property
-    def ready(self) -> bool:
-        """A ready .onnx is used as it is: no export, no precision choice."""
-        return self.options.model.lower().endswith(".onnx")
-
-    def resolve(self) -> Path:
-        """The .onnx file, exported into the cache once for a name or a checkpoint directory."""
-        from ganterp_fast.engine.backends.models import resolve_model
-
-        return resolve_model(
-            self.options.model,
-            precision=export_precision(self.precision),
-            weights=self.options.weights,
-            seed=self.options.weights_seed,
-        )
-
-    def open(self, model_path: str | os.PathLike[str] | None = None) -> FrameGenerator:
-        """The generator for this plan (from `model_path` if the file is here already)."""
-        path = Path(model_path) if model_path is not None else self.resolve()
-        opts = self.options
-        generator = open_generator(
-            path,
-            device=opts.device,
-            precision=self.precision,
-            threads=opts.threads,
-            tensorrt=opts.tensorrt,
-            cuda_graph=opts.cuda_graph,
-        )
-        if generator.resolution != self.resolution:
-            raise InputError(f"{path} makes {generator.resolution} px frames, the job expects {self.resolution} px")
-        return generator
-
-
-def plan_model(options: ModelOptions) -> ModelPlan:
-    """The model plan: a pure function of the options, the model's metadata and the providers here."""
-    from ganterp_fast.engine.backends.models import model_resolution
-    from ganterp_fast.engine.backends.onnxruntime_generator import check_metadata, read_metadata
-
-    device = planned_device(
-        options.device, tensorrt=options.tensorrt, cuda_graph=options.cuda_graph, threads=options.threads
-    )
-    if options.model.lower().endswith(".onnx"):
-        path = Path(options.model).expanduser()
-        if options.weights is not None:
-            raise InputError(f"--weights random applies to a model name or checkpoint, not to the ready model {path}")
-        if not path.is_file():
-            raise InputError(f"model file {path} does not exist; pass an .onnx made by 'ganterp-fast export'")
-        metadata = read_metadata(path)
-        check_metadata(metadata, path)
-        model_precision = metadata.get("ganterp_fast.precision", "fp32")
-        resolution = int(metadata["ganterp_fast.resolution"])
-        precision = plan_precision(options.precision, device, model_precision=model_precision)
-        if export_precision(precision) != model_precision:
-            raise InputError(
-                f"--precision {options.precision} asked for, but {path} is a ready {model_precision} model; "
-                f"leave --precision at auto, or export the model with --precision {options.precision}"
-            )
-    else:
-        resolution = model_resolution(options.model)
-        precision = plan_precision(options.precision, device)
-    batch_size = options.batch_size or default_batch_size(device, resolution)
-    return ModelPlan(options=options, device=device, precision=precision, resolution=resolution, batch_size=batch_size)
 
 
 # ------------------------------------------------------------------------------------ job
@@ -266,9 +99,32 @@ class RenderJob:
             "height": self.height,
         }
 
-    def segments(self, seconds: float = SEGMENT_SECONDS) -> list[tuple[int, int]]:
-        """Frame ranges of about `seconds` each, covering the video; see `plan_segments`."""
-        return plan_segments(self.num_frames, self.fps, seconds)
+    def segments(self, seconds: float = SEGMENT_SECONDS, *, workers: int = 1) -> list[tuple[int, int]]:
+        """Frame ranges of about `seconds` each, covering the video; see `scale.plan.plan_segments`."""
+        return plan_segments(self.num_frames, self.fps, seconds, workers=workers)
+
+    def result(
+        self, output: Path, *, generator: FrameGenerator | None = None, device: str = "", batch_size: int = 0
+    ) -> RenderResult:
+        """The `RenderResult` of this job written to `output`: by `generator` here, or on `device`
+        (e.g. "3 Ray workers") elsewhere; `batch_size` where the generator's batch was halved."""
+        return RenderResult(
+            output=output,
+            frames=self.num_frames,
+            fps=self.fps,
+            resolution=generator.resolution if generator is not None else self.model.resolution,
+            batch_size=batch_size or self.model.batch_size,
+            device=device or (generator.device if generator is not None else self.model.device),
+            providers=list(generator.providers) if generator is not None else [],
+            model_path=Path(getattr(generator, "model_path", self.options.model.model)),
+            classes=self.path.schedule(),
+            unused_classes=self.path.unused_classes,
+            analysis=self.analysis,
+            times=self.times,
+            width=self.width,
+            height=self.height,
+            full_frames=self.full_frames,
+        )
 
     # ------------------------------------------------------------------ running
 
@@ -340,7 +196,6 @@ class RenderJob:
         if generator is None:
             report("model")
             generator = self.open_generator()
-        model_path = Path(getattr(generator, "model_path", self.options.model.model))
         done = 0
         runner_batch = self.model.batch_size
         with VideoWriter(
@@ -367,23 +222,7 @@ class RenderJob:
         self.times.encode += time.perf_counter() - began  # flushing the encoder and the rest of the audio
         self.times.render += time.perf_counter() - loop
         self.times.wall += time.perf_counter() - wall
-        return RenderResult(
-            output=self.output,
-            frames=done,
-            fps=self.fps,
-            resolution=generator.resolution,
-            batch_size=runner_batch,
-            device=generator.device,
-            providers=list(generator.providers),
-            model_path=model_path,
-            classes=self.path.schedule(),
-            unused_classes=self.path.unused_classes,
-            analysis=self.analysis,
-            times=self.times,
-            width=self.width,
-            height=self.height,
-            full_frames=self.full_frames,
-        )
+        return self.result(self.output, generator=generator, batch_size=runner_batch)
 
     def render_segment(
         self,
@@ -516,20 +355,6 @@ def _plan_output(options: RenderOptions, source: Source, resolution: int) -> Com
         max_side=PREVIEW_MAX_SIDE if output.preview else None,
     )
     return None if plan.identity else plan
-
-
-def plan_segments(num_frames: int, fps: Fraction, seconds: float = SEGMENT_SECONDS) -> list[tuple[int, int]]:
-    """Consecutive frame ranges [a, b) of about `seconds` each covering 0..num_frames; a last
-    range shorter than a second (`MIN_SEGMENT_SECONDS`) is merged into the one before it."""
-    if not seconds > 0:
-        raise InputError(f"segment length must be a positive number of seconds, got {seconds}")
-    length = max(1, round(seconds * fps))
-    minimum = max(1, round(MIN_SEGMENT_SECONDS * fps))
-    bounds = list(range(0, num_frames, length)) + [num_frames]
-    ranges = list(zip(bounds[:-1], bounds[1:]))
-    if len(ranges) > 1 and ranges[-1][1] - ranges[-1][0] < minimum:
-        ranges[-2:] = [(ranges[-2][0], num_frames)]
-    return ranges
 
 
 def _reporter(progress: Callable[[Progress], None] | None) -> Callable[..., None]:

@@ -22,7 +22,7 @@ import av
 import media
 import numpy as np
 import pytest
-from reliability_helpers import assert_error, cli
+from reliability_helpers import assert_error, cli, default_sigint
 
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed: pip install 'ganterp-fast[ray]'")
 
@@ -56,11 +56,6 @@ def ray_cluster():
         finally:
             ray.shutdown()
             cluster.shutdown()
-
-
-@pytest.fixture(scope="module")
-def song(tmp_path_factory) -> Path:
-    return media.write_soundfile(tmp_path_factory.mktemp("song") / "song.wav", media.music(8000, 3.0), 8000)
 
 
 def options(model: Path, **flat):
@@ -111,7 +106,7 @@ def test_pool_equals_one_process(ray_cluster, song, tiny_onnx, reference, tmp_pa
         assert [o.error for o in outcomes] == [None, None]
         assert len({r.node for r in reports}) == workers
         assert len({(r.node, tuple(r.gpus)) for r in reports}) == workers and all(r.gpus for r in reports)
-        assert sum(r.segments for r in reports) == 2 * len(jobs[0].segments(SEGMENT))
+        assert sum(r.segments for r in reports) == 2 * len(jobs[0].segments(SEGMENT, workers=workers))
         assert sum(1 for r in reports if r.segments) >= 2  # the work was spread
         assert_same_frames(outcomes[0].output, reference[0])
         pooled, single = audio_of(outcomes[1].output), audio_of(reference[18])
@@ -175,7 +170,7 @@ def test_ctrl_c_then_resume(ray_cluster, song, tiny_onnx, reference, tmp_path) -
     env = {**os.environ, "GANTERP_WORKER_FAULT": "frames=none,sleep=0.4"}  # slow workers: time to interrupt
     command = [sys.executable, "-m", "ganterp_fast", "render", str(song), "-o", str(output), "--model", str(tiny_onnx)]
     command += [*FLAGS, "-q", "--ray", ray_cluster.address, "--workers", "1"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=default_sigint)
     deadline = time.monotonic() + 180
     while not list(kept.glob("*.mp4")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -199,9 +194,13 @@ def test_ctrl_c_then_resume(ray_cluster, song, tiny_onnx, reference, tmp_path) -
     assert not kept.exists()
 
 
-def test_node_removed_mid_render(ray_cluster, song, tiny_onnx, reference, tmp_path) -> None:
-    """A node leaves while its worker renders: its segments go to the other workers."""
+def test_node_removed_mid_render(ray_cluster, tiny_onnx, tmp_path) -> None:
+    """A node leaves while its worker renders: its segments go to the other workers. (6 s of
+    music: two rounds of segments for three workers, so the worker is busy when it goes.)"""
+    song = media.write_soundfile(tmp_path / "long.wav", media.music(8000, 6.0, seed=5), 8000)
+    single = prepare(song, tmp_path / "single.mp4", options(tiny_onnx)).run().output
     job = prepare(song, tmp_path / "node.mp4", options(tiny_onnx))
+    assert len(job.segments(0.5, workers=3)) == 6
     kept = segments_folder(job.output)
     outcome: list = []
     with Cluster.connect(ray_cluster.address, workers=3, fault=Fault(after_frames=None, sleep_s=0.3)) as pool:
@@ -219,7 +218,7 @@ def test_node_removed_mid_render(ray_cluster, song, tiny_onnx, reference, tmp_pa
     ray_cluster.gpu_nodes.append(ray_cluster.add_node(num_cpus=1, num_gpus=1))
     assert outcome and outcome[0].error is None
     assert not reports[1].alive
-    assert_same_frames(outcome[0].output, reference[0])
+    assert_same_frames(outcome[0].output, single)
 
 
 def test_ray_without_the_extra(song, tmp_path) -> None:
@@ -245,7 +244,8 @@ def test_an_aac_soundtrack_is_copied(song, tiny_onnx, tmp_path) -> None:
     (the same bytes as the input's), in sync with the video; the frames are one process's."""
     clip = media.write_video(tmp_path / "clip.mp4", media.music(8000, 3.0), 8000, fps=8)
     job = prepare(clip, tmp_path / "copied.mp4", options(tiny_onnx))
-    from ganterp_fast.engine.scale.resume import copyable_soundtrack, render_segmented
+    from ganterp_fast.engine.scale.resume import copyable_soundtrack
+    from ganterp_fast.engine.scale.scheduler import render_segmented
 
     assert copyable_soundtrack(job) == clip
     copied = render_segmented(job, segment_seconds=SEGMENT).output
@@ -279,3 +279,75 @@ def test_sigterm_on_the_driver(ray_cluster, song, tiny_onnx, tmp_path) -> None:
     assert process.returncode == 143, stderr
     assert stderr.strip() == "ganterp-fast render: terminated; nothing was written"
     assert not output.exists()
+
+
+def _own_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("ganterp-fast render: ")]
+
+
+def _with_default_sigint() -> None:
+    """In the child: Ctrl-C's default back (a process started in the background inherits it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_an_address_with_nothing_listening(song, tiny_onnx, tmp_path) -> None:
+    """--ray HOST:PORT where nothing listens: one line naming the address and how to start a
+    cluster, exit 2, well within 30 s, nothing written."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    began = time.monotonic()
+    result = cli(
+        "render", song, "-o", folder / "x.mp4", "--model", tiny_onnx, *FLAGS, "-q", "--ray", "127.0.0.1:1", timeout=60
+    )  # fmt: skip
+    assert time.monotonic() - began < 30
+    assert_error(result, 2, "--ray 127.0.0.1:1", "ray start --head")
+    assert os.listdir(folder) == []
+
+
+def test_signals_while_connecting(song, tiny_onnx, tmp_path) -> None:
+    """An address that accepts connections but is no Ray cluster: Ctrl-C and SIGTERM while
+    connecting end the command at once (130, 143), and without a signal it gives up within
+    30 s (exit 2, naming the address); nothing is written."""
+    import socket
+
+    listener = socket.create_server(("", 0))  # all interfaces: Ray dials this host's address for 127.0.0.1
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    processes = {}
+    began = time.monotonic()
+    for name in ("SIGINT", "SIGTERM", "none"):
+        folder = tmp_path / name
+        folder.mkdir()
+        command = [sys.executable, "-m", "ganterp_fast", "render", str(song), "-o", str(folder / "x.mp4")]
+        command += ["--model", str(tiny_onnx), *FLAGS, "--ray", address]
+        processes[name] = subprocess.Popen(
+            command, stderr=subprocess.PIPE, text=True, preexec_fn=_with_default_sigint
+        )  # fmt: skip
+    try:
+        for name in ("SIGINT", "SIGTERM"):
+            process = processes[name]
+            for line in process.stderr:  # the line before the connection
+                if line.startswith("starting Ray workers"):
+                    break
+            time.sleep(2.0)  # into ray.init's retries
+            assert process.poll() is None
+            sent = time.monotonic()
+            process.send_signal(getattr(signal, name))
+            _, stderr = process.communicate(timeout=30)
+            assert time.monotonic() - sent < 10, f"{name} took {time.monotonic() - sent:.1f} s"
+            word = "interrupted" if name == "SIGINT" else "terminated"
+            assert process.returncode == (130 if name == "SIGINT" else 143), stderr
+            assert _own_lines(stderr) == [f"ganterp-fast render: {word}; nothing was written"], stderr
+            assert "Traceback" not in stderr
+        _, stderr = processes["none"].communicate(timeout=60)
+        assert time.monotonic() - began < 60
+        assert processes["none"].returncode == 2, stderr
+        [line] = _own_lines(stderr)  # beside Ray's own warnings while it tried
+        assert line.startswith(f"ganterp-fast render: error: --ray {address}: ") and "ray start --head" in line
+    finally:
+        listener.close()
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for name in processes:
+        assert os.listdir(tmp_path / name) == []

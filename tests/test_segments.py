@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import replace
+from fractions import Fraction
 
 import av
 import media
 import numpy as np
 import pytest
 from media import render_options
+from reliability_helpers import assert_error, run_all
 
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions
+from ganterp_fast.engine.api import render
 from ganterp_fast.engine.errors import InputError, RenderError
-from ganterp_fast.engine.job import plan_segments, prepare
+from ganterp_fast.engine.job import prepare
+from ganterp_fast.engine.scale.cluster import Cluster
+from ganterp_fast.engine.scale.plan import plan_segments
+from ganterp_fast.engine.scale.resume import segments_folder
+from ganterp_fast.engine.scale.scheduler import SegmentScheduler, render_segmented
 from ganterp_fast.engine.scale.segments import join
 
 BUSY = AnalysisOptions(threshold=2e-3, inflection_type="both", rolling_length=60, smoothing=64)
@@ -51,6 +59,78 @@ def test_plan_segments_cover_the_video_and_merge_a_short_tail():
     assert plan_segments(5, FPS, 10.0) == [(0, 5)]
     with pytest.raises(InputError, match="positive number of seconds"):
         plan_segments(10, FPS, 0)
+
+
+def test_plans_for_several_workers_end_in_whole_rounds():
+    """N workers: the one-worker count of segments rounded up to whole rounds of N (so none
+    idles at the end), all of one size to a frame, none under a second; the same every time."""
+    one = plan_segments(300, 15, 1.0)
+    assert len(one) == 20 and {b - a for a, b in one} == {15}  # 20 segments: 2.5 rounds of 8
+    cases = [  # frames, fps, seconds, workers: segments
+        (300, 15, 1.0, 8, 16),  # 24 would be under a second each: 2 rounds
+        (300, 15, 1.0, 4, 20),
+        (600, 15, 1.0, 8, 40),
+        (5400, 30, 10.0, 8, 24),  # 3 minutes: 18 segments of 10 s become 3 rounds of 7.5 s
+        (50, 15, 1.0, 8, 3),  # fewer frames than a second per worker
+    ]
+    for frames, fps, seconds, workers, count in cases:
+        plan = plan_segments(frames, Fraction(fps), seconds, workers=workers)
+        assert plan == plan_segments(frames, Fraction(fps), seconds, workers=workers)
+        assert len(plan) == count, (frames, workers, plan)
+        assert plan[0][0] == 0 and plan[-1][1] == frames and all(a[1] == b[0] for a, b in zip(plan, plan[1:]))
+        sizes = {b - a for a, b in plan}
+        assert max(sizes) - min(sizes) <= 1 and min(sizes) >= fps
+    assert plan_segments(83, FPS, 2.0, workers=1) == plan_segments(83, FPS, 2.0)
+
+
+def test_a_resumed_render_keeps_the_plan_it_started_with(single, tmp_path):
+    """A render stopped after two segments of a 3-worker plan resumes in one process (whose own
+    plan differs) from those two segments, and gives the frames of the single-pass render."""
+    job, generator, (frames, *_), _ = single
+    job = replace(job, output=tmp_path / "resumed.mp4")
+    assert job.segments(2.0, workers=3) != job.segments(2.0)
+    with pytest.raises(KeyboardInterrupt):
+        with SegmentScheduler([job], segment_seconds=2.0, workers=3) as schedule:
+            schedule.start()
+            for _ in range(2):
+                item = schedule.take()
+                job.render_segment(item.start, item.stop, schedule.partial(item), generator=generator)
+                schedule.finished(item, schedule.partial(item))
+            kept = sum(b - a for a, b in job.segments(2.0, workers=3)[:2])
+            raise KeyboardInterrupt
+    assert len(list(segments_folder(job.output).glob("*.mp4"))) == 2 and not job.output.exists()
+    seen = []
+    result = render_segmented(job, segment_seconds=2.0, resume=True, generator=generator, progress=seen.append)
+    assert [p.frames_done for p in seen if p.stage == "render"][0] == kept  # the two segments were not rendered again
+    assert result.frames == job.num_frames and not segments_folder(job.output).exists()
+    assert all(np.array_equal(a, b) for a, b in zip(decoded(result.output)[0], frames))
+
+
+def test_segment_seconds_and_workers_must_be_positive(song, tiny_onnx, tmp_path):
+    """--segment-seconds 0 or below (or nan) and --workers 0 or below: one line naming the
+    flag, exit 2, nothing written; the Python API names its parameter."""
+    out = tmp_path / "out"
+    out.mkdir()
+    base = ["render", song, "-o", out / "x.mp4", "--model", tiny_onnx, "-q"]
+    results = run_all(
+        {
+            "zero": [*base, "--segment-seconds", "0"],
+            "negative": [*base, "--segment-seconds", "-5"],
+            "nan": [*base, "--segment-seconds", "nan", "--resume"],
+            "no workers": [*base, "--ray", "local", "--workers", "0"],
+            "negative workers": [*base, "--ray", "local", "--workers", "-2"],
+        }
+    )
+    for key in ("zero", "negative", "nan"):
+        assert_error(results[key], 2, "--segment-seconds must be a positive number of seconds")
+    for key in ("no workers", "negative workers"):
+        assert_error(results[key], 2, "--workers must be a whole number of at least 1")
+    assert os.listdir(out) == []
+    with pytest.raises(InputError, match="segment_seconds must be a positive number"):
+        render(song, out / "x.mp4", segment_seconds=0)
+    with pytest.raises(InputError, match="--workers must be a whole number"):
+        Cluster(workers=0)
+    assert os.listdir(out) == []
 
 
 def test_the_job_pickles_and_runs_the_same_after(single):

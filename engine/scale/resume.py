@@ -2,9 +2,10 @@
 
 A segmented render (several workers, or `--resume` / `--segment-seconds` in one process)
 stores each finished segment in one hidden folder named after the output,
-`.NAME.segments/`, with the job's fingerprint and the facts it hashes (`job.json`). The
-folder goes once the video is joined. `--resume` reuses the segments of the same job and
-refuses another job with what changed; a new render without it removes old segments first.
+`.NAME.segments/`, with the job's fingerprint, the facts it hashes and the segment plan it
+started with (`job.json`). The folder goes once the video is joined. `--resume` reuses the
+segments of the same job, in its first plan whatever the workers now, and refuses another
+job with what changed; a new render without it removes old segments first.
 """
 
 from __future__ import annotations
@@ -14,16 +15,14 @@ import json
 import logging
 import os
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ganterp_fast.engine.errors import InputError, RenderError
+from ganterp_fast.engine.scale.plan import Ranges, covers
 
 if TYPE_CHECKING:
-    from ganterp_fast.engine.backends.choice import FrameGenerator
-    from ganterp_fast.engine.job import Progress, RenderJob, RenderResult
+    from ganterp_fast.engine.job import RenderJob
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +69,20 @@ def copyable_soundtrack(job: RenderJob) -> Path | None:
     return None if job.options.encode.audio_bitrate else info.path
 
 
+def _ranges(value: Any) -> Ranges:
+    """The segment plan a job.json holds (empty where it holds none, or not a list of ranges)."""
+    if not isinstance(value, list):
+        return []
+    ranges = [(r[0], r[1]) for r in value if isinstance(r, list) and len(r) == 2 and all(type(x) is int for x in r)]
+    return ranges if len(ranges) == len(value) else []
+
+
 class SegmentStore:
     """The hidden folder of one output's finished segments: `open` it, `add` segments, `clear` it."""
 
-    def __init__(self, job: RenderJob, ranges: list[tuple[int, int]]) -> None:
+    def __init__(self, job: RenderJob, ranges: Ranges) -> None:
         self.job = job
-        self.ranges = ranges
+        self.ranges = ranges  # the plan; `open(resume=True)` takes the stored one
         self.folder = segments_folder(job.output)
         self.facts = json.loads(json.dumps(job.fingerprint_facts(), default=str))
         self.fingerprint = job.fingerprint()
@@ -89,11 +96,13 @@ class SegmentStore:
         return self.folder / "soundtrack.m4a"
 
     def open(self, *, resume: bool) -> dict[tuple[int, int], Path]:
-        """Prepare the folder; the finished segments of this job kept from before (`resume` only).
+        """Prepare the folder; the finished segments of this job kept from before (`resume` only),
+        in the plan they were made for (which becomes `ranges`).
 
         InputError when `resume` finds another job's segments (naming what changed).
         """
         kept: dict[tuple[int, int], Path] = {}
+        planned: Ranges = []
         if self.folder.is_dir():
             if not resume:
                 log.info("removing the segments of an earlier render in %s", self.folder)
@@ -106,6 +115,10 @@ class SegmentStore:
                         f"({describe_changes(stored.get('facts', {}), self.facts)}); "
                         "run with the same options, or without --resume to start again"
                     )
+                planned = _ranges(stored.get("segments"))
+                if not covers(planned, self.job.num_frames):
+                    planned = []
+                self.ranges = planned or self.ranges
                 wanted = set(self.ranges)
                 for path in sorted(self.folder.glob("*.mp4")):
                     try:
@@ -117,14 +130,19 @@ class SegmentStore:
                 log.info("resuming: %d of %d segments are done", len(kept), len(self.ranges))
         try:
             self.folder.mkdir(exist_ok=True)
-            if not (self.folder / JOB_FILE).is_file():
+            if not planned:  # a new render, or one whose job.json kept no plan: this plan from now on
                 self._write_bytes(self.folder / JOB_FILE, self._job_json())
         except OSError as exc:
             raise InputError(f"cannot keep segments in {self.folder}: {exc.strerror or exc}") from exc
         return kept
 
     def _job_json(self) -> bytes:
-        record = {"fingerprint": self.fingerprint, "output": os.fspath(self.job.output), "facts": self.facts}
+        record = {
+            "fingerprint": self.fingerprint,
+            "output": os.fspath(self.job.output),
+            "facts": self.facts,
+            "segments": [list(r) for r in self.ranges],
+        }
         return json.dumps(record, indent=1, sort_keys=True).encode()
 
     def _read_job(self) -> dict[str, Any]:
@@ -181,77 +199,3 @@ class SegmentStore:
         output = join(self.job, [(a, b, self.path(a, b)) for a, b in self.ranges], soundtrack=encoded)
         self.clear()
         return output
-
-
-def render_segmented(
-    job: RenderJob,
-    *,
-    segment_seconds: float | None = None,
-    resume: bool = False,
-    generator: FrameGenerator | None = None,
-    progress: Callable[[Progress], None] | None = None,
-) -> RenderResult:
-    """One process as one worker: render the missing segments in order, keep each, join them."""
-    from ganterp_fast.engine.job import SEGMENT_SECONDS, Progress
-
-    wall = time.perf_counter()
-    ranges = job.segments(segment_seconds or SEGMENT_SECONDS)
-    store = SegmentStore(job, ranges)
-    kept = store.open(resume=resume)
-    done = sum(b - a for a, b in kept)
-    try:
-        if progress is not None:
-            progress(Progress(0, 0, "model"))
-        if generator is None:
-            generator = job.open_generator()
-        if progress is not None:
-            progress(Progress(done, job.num_frames))
-        for start, stop in ranges:
-            if (start, stop) in kept:
-                continue
-            base = done
-
-            def report(update: Progress, base: int = base) -> None:
-                if progress is not None and update.stage == "render":
-                    progress(Progress(base + update.frames_done, job.num_frames))
-
-            partial = store.folder / f".{start:09d}-{stop:09d}.partial.mp4"
-            job.render_segment(start, stop, partial, generator=generator, progress=report)
-            store.adopt(start, stop, partial)
-            done += stop - start
-        began = time.perf_counter()
-        output = store.join()
-        job.times.encode += time.perf_counter() - began
-    except BaseException:
-        store.close_failed()
-        raise
-    job.times.wall += time.perf_counter() - wall
-    return result_of(
-        job,
-        output,
-        device=generator.device,
-        providers=list(generator.providers),
-        model_path=Path(getattr(generator, "model_path", job.options.model.model)),
-    )
-
-
-def result_of(job: RenderJob, output: Path, *, device: str, providers: list[str], model_path: Path) -> RenderResult:
-    """The `RenderResult` of a segmented render of `job` into `output`."""
-    from ganterp_fast.engine.job import RenderResult
-
-    return RenderResult(
-        output=output,
-        frames=job.num_frames,
-        fps=job.fps,
-        resolution=job.model.resolution,
-        batch_size=job.model.batch_size,
-        device=device,
-        providers=providers,
-        model_path=model_path,
-        classes=job.path.schedule(),
-        unused_classes=job.path.unused_classes,
-        analysis=job.analysis,
-        times=job.times,
-        width=job.width,
-        height=job.height,
-    )

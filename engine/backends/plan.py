@@ -1,0 +1,115 @@
+"""Model planning: which model file a render runs, on which device, in which precision and batch.
+
+`plan_model` is a pure function of the options, the model's metadata and the providers this
+machine offers; it runs on the driver before any model work, so a wrong option fails at
+once. The `ModelPlan` it returns is plain data: it travels with the render job and is
+opened (`ModelPlan.open`) where the frames are made.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ganterp_fast.engine.backends.base import FrameGenerator
+from ganterp_fast.engine.backends.choice import export_precision, open_generator, plan_precision
+from ganterp_fast.engine.backends.contract import is_ready_model
+from ganterp_fast.engine.errors import InputError
+from ganterp_fast.engine.options import ModelOptions
+
+
+def default_batch_size(device: str, resolution: int) -> int:
+    """CPU: small batches (no gain past ~4, and a short wait for the first frames); CUDA: large."""
+    if device.startswith("cuda"):
+        return {128: 64, 256: 32}.get(resolution, 16)
+    return 4
+
+
+def planned_device(device: str, *, tensorrt: bool = False, cuda_graph: bool = False, threads: int | None = None) -> str:
+    """The device a generator asked for `device` will most likely run on ("cpu", "cuda" or "cuda:N").
+
+    Checks the providers' side of the options at once (TensorRT or CUDA asked for where ONNX
+    Runtime does not offer them, threads past the CPUs): `ProviderError` / `InputError`.
+    """
+    from ganterp_fast.engine.backends.onnxruntime_generator import import_onnxruntime
+    from ganterp_fast.engine.backends.providers import plan_providers
+
+    plan = plan_providers(
+        import_onnxruntime().get_available_providers(),
+        device=device,
+        tensorrt=tensorrt,
+        cuda_graph=cuda_graph,
+        threads=threads,
+    )
+    return device if device != "auto" else plan.device
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """Which model file to run, where and how: chosen in `prepare`, opened where frames are made."""
+
+    options: ModelOptions
+    device: str  # the planned device ("cpu", "cuda", "cuda:N")
+    precision: str  # the precision the generator runs in
+    resolution: int
+    batch_size: int
+
+    @property
+    def ready(self) -> bool:
+        """A ready .onnx is used as it is: no export, no precision choice."""
+        return is_ready_model(self.options.model)
+
+    def resolve(self) -> Path:
+        """The .onnx file, exported into the cache once for a name or a checkpoint directory."""
+        from ganterp_fast.engine.backends.models import resolve_model
+
+        return resolve_model(
+            self.options.model,
+            precision=export_precision(self.precision),
+            weights=self.options.weights,
+            seed=self.options.weights_seed,
+        )
+
+    def open(self, model_path: str | os.PathLike[str] | None = None) -> FrameGenerator:
+        """The generator for this plan (from `model_path` if the file is here already)."""
+        path = Path(model_path) if model_path is not None else self.resolve()
+        opts = self.options
+        generator = open_generator(
+            path,
+            device=opts.device,
+            precision=self.precision,
+            threads=opts.threads,
+            tensorrt=opts.tensorrt,
+            cuda_graph=opts.cuda_graph,
+        )
+        if generator.resolution != self.resolution:
+            raise InputError(f"{path} makes {generator.resolution} px frames, the job expects {self.resolution} px")
+        return generator
+
+
+def plan_model(options: ModelOptions) -> ModelPlan:
+    """The model plan: a pure function of the options, the model's metadata and the providers here."""
+    from ganterp_fast.engine.backends.contract import check_metadata, model_precision, read_metadata, ready_model
+    from ganterp_fast.engine.backends.models import model_resolution
+
+    device = planned_device(
+        options.device, tensorrt=options.tensorrt, cuda_graph=options.cuda_graph, threads=options.threads
+    )
+    path = ready_model(options.model, weights=options.weights)
+    if path is not None:
+        metadata = read_metadata(path)
+        check_metadata(metadata, path)
+        exported = model_precision(metadata)
+        resolution = int(metadata["ganterp_fast.resolution"])
+        precision = plan_precision(options.precision, device, model_precision=exported)
+        if export_precision(precision) != exported:
+            raise InputError(
+                f"--precision {options.precision} asked for, but {path} is a ready {exported} model; "
+                f"leave --precision at auto, or export the model with --precision {options.precision}"
+            )
+    else:
+        resolution = model_resolution(options.model)
+        precision = plan_precision(options.precision, device)
+    batch_size = options.batch_size or default_batch_size(device, resolution)
+    return ModelPlan(options=options, device=device, precision=precision, resolution=resolution, batch_size=batch_size)

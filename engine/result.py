@@ -1,0 +1,71 @@
+"""What a render reports: progress while it runs, then its result with the time of each stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from ganterp_fast.engine.analysis.analyze import Analysis
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent in each stage (inference and encoding overlap, so they add up to more than the wall time)."""
+
+    model: float = 0.0
+    analysis: float = 0.0
+    path: float = 0.0
+    inference: float = 0.0
+    encode: float = 0.0
+    compose: float = 0.0  # scaling and layout (its own thread), 0 where the frames are the output
+    render: float = 0.0  # the frames' loop of `run`, from the first batch asked for to the file closed
+    wall: float = 0.0
+
+    def bound(self) -> str:
+        """The stage the pipeline waited on most."""
+        stages = {"inference": self.inference, "encode": self.encode, "compose": self.compose}
+        return max(stages, key=stages.__getitem__)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress report: `stage` is "model", "analysis" or "render" (frames counted in the last)."""
+
+    frames_done: int
+    frames_total: int
+    stage: str = "render"
+
+
+@dataclass
+class RenderResult:
+    output: Path
+    frames: int
+    fps: Fraction
+    resolution: int
+    batch_size: int
+    device: str
+    providers: list[str]
+    model_path: Path
+    classes: list[tuple[float, int]]
+    unused_classes: list[int]
+    analysis: Analysis
+    times: StageTimes
+    width: int = 0  # the output's size (the model's resolution unless --size or --layout)
+    height: int = 0
+    full_frames: int = 0  # a preview: the full render's frame count (0 otherwise)
+
+    @property
+    def frames_per_second(self) -> float:
+        busy = self.times.wall - self.times.model - self.times.analysis
+        return self.frames / busy if busy > 0 else float("inf")
+
+    @property
+    def full_render_seconds(self) -> float:
+        """A preview: how long the full render would take here (this run's time per frame x its frames)."""
+        return self.full_frames * self.seconds_per_frame if self.full_frames else 0.0
+
+    @property
+    def seconds_per_frame(self) -> float:
+        """The frames' loop's time per frame (model and analysis left out)."""
+        return self.times.render / self.frames if self.frames else 0.0
