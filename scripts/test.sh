@@ -9,7 +9,8 @@
 #    libreoffice-calc for the cue sheet saved by a spreadsheet (about 50 s to install).
 # 3. A second virtual environment with only the runtime ([cpu], no torch): the tests render
 #    from an exported .onnx in it, proving deployments need no PyTorch.
-# 4. The lint and format gate (ruff), then pytest.
+# 4. The lint and format gate (ruff), then pytest: the suite (pyproject deselects the `slow`
+#    tests), then the slow tests on their own (a few minutes more on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -37,3 +38,4 @@ export GANTERP_RUNTIME_PYTHON="$runtime_env/bin/python"
 "$PYTHON" -m ruff check .
 "$PYTHON" -m ruff format --check .
 "$PYTHON" -m pytest -q "$@"
+"$PYTHON" -m pytest -q -m slow "$@" || [ $? -eq 5 ]  # 5: none of the tests asked for is slow

@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated cache, and a tiny BigGAN-deep checkpoint with its ONNX exports.
+"""Shared fixtures: an isolated cache, the test song, and a tiny BigGAN-deep checkpoint with its ONNX exports.
 
 The tiny model is the real BigGAN-deep-128 architecture at channel_width 16 with seeded,
 well-conditioned random weights: quick to build and export on a CPU, no network.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import media
 import pytest
 
 
@@ -20,6 +21,13 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.setenv("GANTERP_CACHE_DIR", str(root / "ganterp"))
         patch.setenv("PYTORCH_PRETRAINED_BIGGAN_CACHE", str(root / "biggan"))
         yield root / "ganterp"
+
+
+@pytest.fixture(scope="module")
+def song(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's song as a .wav: its `SONG` (a `media.Song`) if it declares one, else `media.Song()`,
+    three seconds of music at 8 kHz mono."""
+    return getattr(request.module, "SONG", media.Song()).write(tmp_path_factory.mktemp("song"))
 
 
 @pytest.fixture(scope="session")

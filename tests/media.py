@@ -132,8 +132,7 @@ def latents(
 ) -> tuple[np.ndarray, np.ndarray]:
     """z as the engine draws it (its truncated normal, times the truncation), and one-hot or
     two-class mixed class vectors; float32."""
-    from ganterp_fast.engine.backends.contract import NUM_CLASSES, Z_DIM
-    from ganterp_fast.engine.latent.path import truncated_normal
+    from ganterp_fast.engine.backends.contract import NUM_CLASSES, Z_DIM, truncated_normal
 
     rng = np.random.default_rng(seed)
     z = truncated_normal(rng, (batch, Z_DIM)) * np.reshape(truncation, (-1, 1))
@@ -186,6 +185,26 @@ def write_soundfile(
         subtype = "PCM_16"
     soundfile.write(path, samples, sample_rate, subtype=subtype)
     return path
+
+
+@dataclass(frozen=True)
+class Song:
+    """The song a test module uses (conftest's `song` fixture writes it as a .wav).
+
+    By default three seconds of `music`, 8 kHz mono: quick to analyse and to render. A module
+    that needs another declares it: `SONG = media.Song(rate=22050, seconds=4.0)`; `samples`
+    (a function giving [samples, channels]) replaces the music.
+    """
+
+    rate: int = 8000
+    seconds: float = 3.0
+    seed: int = 0
+    name: str = "song.wav"
+    samples: Callable[[], np.ndarray] | None = None
+
+    def write(self, folder: str | os.PathLike[str]) -> Path:
+        signal = self.samples() if self.samples is not None else music(self.rate, self.seconds, seed=self.seed)
+        return write_soundfile(Path(folder) / self.name, signal, self.rate)
 
 
 def _layout(channels: int) -> str:

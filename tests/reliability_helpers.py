@@ -14,6 +14,7 @@ Independent commands run a few at a time, so the whole suite stays quick on two 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -23,10 +24,18 @@ from pathlib import Path
 
 import av
 import media
-import pytest
 
-SONG_SECONDS = 3.0
+SONG_SECONDS = media.Song().seconds  # conftest's `song`
 FAST = ["-q", "--preset", "ultrafast"]
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a process a test interrupts: Ctrl-C's default, whoever started the suite.
+
+    A suite started in the background (`nohup ... &`, some CI runners) runs with SIGINT ignored,
+    and the processes it starts inherit that: Python then never raises KeyboardInterrupt in them.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def cli(*args: object, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
@@ -101,9 +110,3 @@ def decoded_summary(path: Path) -> dict:
         }
         summary["frames"] = sum(1 for packet in container.demux(video) if packet.size)
     return summary
-
-
-@pytest.fixture(scope="module")
-def song(tmp_path_factory) -> Path:
-    """Three seconds of music, 8 kHz mono: quick to analyse and to render."""
-    return media.write_soundfile(tmp_path_factory.mktemp("song") / "song.wav", media.music(8000, SONG_SECONDS), 8000)

@@ -29,11 +29,7 @@ from ganterp_fast.engine.latent.path import LatentPath, PathOptions
 BUSY = ("--threshold", "0.002", "--rolling-length", "60", "--smoothing", "128", "--inflection-type", "both")
 BUSY_OPTIONS = AnalysisOptions(threshold=0.002, rolling_length=60, smoothing=128, inflection_type="both")
 FPS = 10
-
-
-@pytest.fixture(scope="module")
-def song(tmp_path_factory) -> Path:
-    return media.write_soundfile(tmp_path_factory.mktemp("cues") / "song.wav", media.music(22050, 4.0, seed=4), 22050)
+SONG = media.Song(rate=22050, seconds=4.0, seed=4)  # conftest's `song`
 
 
 @pytest.fixture(scope="module")

@@ -242,9 +242,7 @@ def cli(*args: object, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
-def song(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return media.write_soundfile(tmp_path_factory.mktemp("song") / "song.wav", media.music(8000, 2.0), 8000)
+SONG = media.Song(seconds=2.0)  # conftest's `song`
 
 
 def test_cli_bf16_without_native_bf16_is_exit_2(song: Path, tiny_onnx: Path, tmp_path: Path) -> None:

@@ -27,7 +27,6 @@ from reliability_helpers import (
     cli_patched,
     listing,
     partials,
-    song,  # noqa: F401  (a fixture)
 )
 
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions
@@ -88,7 +87,7 @@ def test_an_unexpected_os_error_is_one_line_exit_1_and_debug_shows_it(song, tiny
     """An OSError no layer expected (here: reading the model) is still one line naming the file."""
     prelude = """
         import errno
-        from ganterp_fast.engine.backends import onnxruntime_generator as generator
+        from ganterp_fast.engine.backends import contract as generator
         def broken(path):
             raise OSError(errno.EIO, "Input/output error", str(path))
         generator.read_metadata = broken

@@ -23,10 +23,10 @@ from reliability_helpers import (
     assert_error,
     cli,
     cli_patched,
+    default_sigint,
     listing,
     partials,
     run_all,
-    song,  # noqa: F401  (a fixture)
 )
 
 from ganterp_fast.cli import main as cli_main
@@ -173,6 +173,7 @@ def test_an_interrupted_overwrite_leaves_the_old_video_untouched(tiny_onnx, tmp_
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     deadline = time.time() + 60
     while time.time() < deadline and not partials(folder):
