@@ -306,7 +306,7 @@ def prepare(
     analysis = analyze(source, options.analysis)
     times.analysis = time.perf_counter() - started
     started = time.perf_counter()
-    fps = parse_fps(options.fps, sample_rate=analysis.sample_rate)
+    fps = options.frame_rate(analysis.sample_rate)  # 'native' past 1000 fps: an OptionError naming --fps
     full_frames = 0
     if options.output.preview:  # the same path sampled at the preview's frame times t = k / preview_fps
         full_frames = frame_count(analysis.duration_s, fps)

@@ -218,3 +218,15 @@ def test_render_ui_and_bench_check_the_device_by_one_rule(capsys: pytest.Capture
         lines.add(err[0].split(": error: ", 1)[1])
     assert lines == {"--device 'tpu': use one of auto, cpu, cuda, or cuda:N for the N-th GPU (cuda:0, cuda:1, ...)"}
     assert not list(tmp_path.iterdir())
+
+
+def test_native_fps_past_the_limit_names_fps(capsys, tiny_onnx: Path, tmp_path: Path) -> None:
+    """'native' is checked against the audio's rate once the file is read: still --fps's error."""
+    song = media.write_soundfile(tmp_path / "hi-res.wav", media.music(192000, 0.2), 192000)
+    out = tmp_path / "v.mp4"
+    argv = ["render", str(song), "-o", str(out), "--model", str(tiny_onnx), "--fps", "native", "-q"]
+    code, err, _ = _run(capsys, argv)
+    assert code == 2 and err == [
+        "ganterp-fast render: error: --fps 'native' is 1500 at 192000 Hz, above 1000: give a rate such as 30 or 60"
+    ], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hi-res.wav"]
