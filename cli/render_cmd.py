@@ -15,9 +15,6 @@ from ganterp_fast.engine.latent.classes import class_label
 from ganterp_fast.engine.options import ModelOptions, OutputOptions, RenderOptions
 from ganterp_fast.engine.video.encode import EncodeOptions
 
-# ModelOptions' flags in the order --help lists them (weights_seed has none: --weights random uses seed 0).
-MODEL_FLAGS = ("model", "weights", "device", "precision", "batch_size", "threads", "cuda_graph", "tensorrt")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ganterp_fast.cli.options import add_common_flags
@@ -58,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_options(video, RenderOptions, ("fps",))
     add_options(video, EncodeOptions, ("crf", "threads", "codec", "preset"))
     add_options(parser.add_argument_group("size, layout and preview"), OutputOptions)
-    add_options(parser.add_argument_group("model and hardware"), ModelOptions, MODEL_FLAGS)
+    add_options(parser.add_argument_group("model and hardware"), ModelOptions)
     add_analysis_args(parser)
     add_cluster_args(parser)
     add_common_flags(parser)

@@ -50,19 +50,19 @@ class ModelOptions(Options):
         help="use the model's architecture with seeded random weights (offline try-outs, benchmarks)",
     )
     weights_seed: int = option(0, check=whole(0))  # the seed of weights="random"
-    precision: str = option(
-        "auto",
-        flag="--precision",
-        choices=PRECISIONS,  # see backends.plan_precision
-        help="auto: fp16 on CUDA; on the CPU bf16 (OpenVINO) where the CPU has native bf16 (AVX512-BF16 or AMX) "
-        "and the model passes its quality gate, else fp32 (exact)",
-    )
     device: str = option(
         "auto",
         flag="--device",
         check=_device,
         metavar="auto|cpu|cuda|cuda:N",
         help="where the generator runs; cuda:N: the N-th GPU (default: %(default)s: CUDA when available)",
+    )
+    precision: str = option(
+        "auto",
+        flag="--precision",
+        choices=PRECISIONS,  # see backends.plan_precision
+        help="auto: fp16 on CUDA; on the CPU bf16 (OpenVINO) where the CPU has native bf16 (AVX512-BF16 or AMX) "
+        "and the model passes its quality gate, else fp32 (exact)",
     )
     batch_size: int | None = option(
         None,
