@@ -18,26 +18,24 @@ import media
 import numpy as np
 import pytest
 
-from ganterp_fast.engine.backends import choice as backends
-from ganterp_fast.engine.backends.choice import AUTO_BF16, export_precision, open_generator, plan_precision
+from ganterp_fast.engine.backends.bench import quality_figures
+from ganterp_fast.engine.backends.capability import BF16_CPUS, Bf16Capability, bf16_capability, parse_cpuinfo
+from ganterp_fast.engine.backends.choice import export_precision, open_generator, plan_precision
+from ganterp_fast.engine.backends.contract import AUTO_BF16
+from ganterp_fast.engine.backends.gate import (
+    GATE_PSNR_DB,
+    gate_latents,
+    measure_gate,
+    quality_gate,
+    store_gate,
+    stored_gate,
+)
 from ganterp_fast.engine.backends.onnxruntime_generator import Generator
 from ganterp_fast.engine.errors import InputError, ModelError
 
 ov = pytest.importorskip("openvino", reason="openvino is not installed (the [cpu] extra brings it)")
 
-from ganterp_fast.engine.backends.openvino_generator import (  # noqa: E402  (after the importorskip)
-    BF16_CPUS,
-    GATE_PSNR_DB,
-    Bf16Capability,
-    OpenVinoGenerator,
-    bf16_capability,
-    gate_latents,
-    measure_gate,
-    parse_cpuinfo,
-    quality_gate,
-    store_gate,
-    stored_gate,
-)
+from ganterp_fast.engine.backends.openvino_generator import OpenVinoGenerator  # noqa: E402  (after the importorskip)
 
 HERE = bf16_capability()
 needs_bf16 = pytest.mark.skipif(
@@ -88,6 +86,21 @@ def test_bf16_batch_invariance(bf16: OpenVinoGenerator) -> None:
     padded = bf16(z[:3], classes[:3], truncation=truncations[:3])
     np.testing.assert_array_equal(together, alone)
     np.testing.assert_array_equal(together[:3], padded)
+
+
+def test_a_batch_size_met_again_gets_its_own_compiled_model(tiny_onnx: Path) -> None:
+    """A short batch runs padded in a compiled larger one once (a render's last batch costs no compile);
+    a size that comes again is compiled for itself, so a steady batch of 2 does not pay for 4."""
+    generator = OpenVinoGenerator(tiny_onnx, precision="fp32", cache=False, first_batch=4)
+    z, classes, truncations = gate_latents(2)
+    padded = generator(z, classes, truncation=truncations)
+    assert generator.compiled_batches == [4]
+    own = generator(z, classes, truncation=truncations)
+    assert generator.compiled_batches == [4, 2]
+    assert np.abs(own.astype(int) - padded).max() <= 1
+    alone = [generator(z[:1], classes[:1], truncation=truncations[:1]) for _ in range(2)]  # padded in 2, then its own
+    assert generator.compiled_batches == [4, 2, 1]
+    assert np.abs(alone[0].astype(int) - alone[1]).max() <= 1 and np.abs(alone[1].astype(int) - own[:1]).max() <= 1
 
 
 def test_openvino_f32_matches_onnxruntime(tiny_onnx: Path, fp32: Generator) -> None:
@@ -171,13 +184,20 @@ class Perturbed:
         return np.clip(frames + noise, 0, 255).astype(np.uint8)
 
 
+class NeverCalled:
+    """A stand-in generator for a gate that must not measure again."""
+
+    def __call__(self, *args, **kwargs) -> np.ndarray:
+        raise AssertionError("the gate measured again instead of reading its stored figures")
+
+
 def test_gate_refuses_a_model_that_fails(tiny_onnx: Path, fp32: Generator) -> None:
     result = measure_gate(tiny_onnx, Perturbed(fp32), capability=FAKE_AMX)
     assert not result.passed and result.psnr_db < GATE_PSNR_DB and result.max_abs_error > 20
     assert result.cpu == FAKE_AMX.kind and result.openvino == VERSION and result.samples == 8
     store_gate(tiny_onnx, result, FAKE_AMX)
     assert stored_gate(tiny_onnx, capability=FAKE_AMX) == result
-    assert quality_gate(tiny_onnx, capability=FAKE_AMX) == result  # stored: not measured again
+    assert quality_gate(tiny_onnx, NeverCalled(), capability=FAKE_AMX) == result  # stored: not measured again
     with pytest.raises(ModelError) as caught:
         open_generator(tiny_onnx, device="cpu", precision="bf16", capability=FAKE_AMX)
     message = str(caught.value)
@@ -196,9 +216,9 @@ def test_gate_passes_and_is_stored(tiny_onnx: Path, bf16: OpenVinoGenerator) -> 
     assert stored_gate(tiny_onnx) == result and result.cpu == HERE.kind
     generator = open_generator(tiny_onnx, device="cpu", precision=AUTO_BF16)
     assert generator.providers == ["OpenVINO CPU bf16"]
-    figures = backends.quality_figures(generator)
+    figures = quality_figures(generator)
     assert figures["psnr_db"] == result.psnr_db and figures["max_abs_error"] == result.max_abs_error
-    assert backends.quality_figures(Generator(tiny_onnx, device="cpu")) is None
+    assert quality_figures(Generator(tiny_onnx, device="cpu")) is None
 
 
 # -- the compiled-model cache ----------------------------------------------------------------
