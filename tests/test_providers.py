@@ -64,6 +64,23 @@ def test_a_third_backend_is_one_more_record() -> None:
         choose_backend("fp8", "cuda")  # not registered here
 
 
+def test_no_backend_imports_another() -> None:
+    """Backends are siblings: a *_generator module imports none of the others, at module level or in a function."""
+    import ast
+
+    import ganterp_fast.engine.backends as package
+
+    folder = Path(package.__file__).parent
+    backends = {path.stem for path in folder.glob("*_generator.py")}
+    assert backends == {"onnxruntime_generator", "openvino_generator"}
+    for name in backends:
+        tree = ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        others = {module for module in imported if module.rpartition(".")[2] in backends - {name}}
+        assert not others, f"{name} imports {others}"
+
+
 class Grey(GeneratorBase):
     """A stand-in backend in a few lines: every frame mid-grey."""
 
