@@ -126,7 +126,6 @@ def measure_gate(
     candidate: Callable[..., np.ndarray],
     *,
     precision: str = "bf16",
-    reference: Callable[..., np.ndarray] | None = None,
     capability: Bf16Capability | None = None,
     threads: int | None = None,
     threshold_db: float = GATE_PSNR_DB,
@@ -135,10 +134,9 @@ def measure_gate(
     capability = capability or bf16_capability()
     started = time.perf_counter()
     z, classes, truncations = gate_latents()
-    if reference is None:
-        from ganterp_fast.engine.backends.onnxruntime_generator import Generator
+    from ganterp_fast.engine.backends.onnxruntime_generator import Generator
 
-        reference = Generator(model_path, device="cpu", threads=threads)
+    reference = Generator(model_path, device="cpu", threads=threads)
 
     def frames_of(generator: Callable[..., np.ndarray]) -> np.ndarray:
         return np.concatenate(

@@ -116,7 +116,7 @@ class OpenVinoGenerator(GeneratorBase):
         self._padded: set[int] = set()  # batch sizes that ran padded once
         started = time.perf_counter()
         self._request_for(first_batch)
-        self.compile_seconds = time.perf_counter() - started
+        compile_seconds = time.perf_counter() - started
         log.info(
             "generator %s: %d px on cpu through OpenVINO %s (%s, %d threads, %s; compiled in %.2f s%s)",
             self.model_path.name,
@@ -125,7 +125,7 @@ class OpenVinoGenerator(GeneratorBase):
             precision,
             self._threads,
             performance_hint,
-            self.compile_seconds,
+            compile_seconds,
             f", cache {self._cache_dir}" if self._cache_dir else "",
         )
 
