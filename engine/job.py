@@ -1,11 +1,11 @@
 """The render job: prepared once (cheap, on the driver), run over any frame range (anywhere).
 
 `prepare` does everything that can fail cheaply before any model work: it probes the input
-once, checks the output and the encoder, plans the model (a pure function of the options
-and the providers this machine offers), runs the analysis and draws the latent path. The
-`RenderJob` it returns is immutable, picklable data; `run` renders every frame into the
-output, `render_segment` renders frames [start, stop) into a video-only H.264 segment, and
-`segments.join` stream-copies segments into the video with the soundtrack muxed once.
+once, checks the output and the encoder, plans the model (`backends.plan`: a pure function
+of the options and the providers this machine offers), runs the analysis and draws the
+latent path. The `RenderJob` it returns is immutable, picklable data; `run` renders every
+frame into the output, `render_segment` renders frames [start, stop) into a video-only H.264
+segment (`scale.scheduler` plans, keeps and joins them), and `result` is what either returns.
 
 Stages overlap: a worker thread runs the generator batch after batch (ONNX Runtime and
 OpenVINO release the GIL) while the calling thread encodes the previous batch (PyAV
@@ -41,9 +41,6 @@ from ganterp_fast.engine.scale.plan import SEGMENT_SECONDS, plan_segments
 from ganterp_fast.engine.video.compose import PREVIEW_MAX_SIDE, Composition, Compositor, composed, plan_composition
 
 log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------ job
 
 
 @dataclass(frozen=True)
