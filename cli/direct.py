@@ -10,13 +10,13 @@ import argparse
 
 from ganterp_fast.cli.flags import add_options, dest, from_args
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions
+from ganterp_fast.engine.audio.excerpt import Excerpt
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.fields import declared, default_of
 from ganterp_fast.engine.latent.cue_files import read_sheet
 from ganterp_fast.engine.latent.cue_sheet import CueSheet, parse_classes_at
 from ganterp_fast.engine.latent.path import PathOptions
 from ganterp_fast.engine.latent.sheet_options import sheet_options
-from ganterp_fast.engine.options import Excerpt
 
 PATH_FLAGS = ("classes", "z_mode", "truncation", "seed")  # PathOptions' fields set by flags, before --cues
 

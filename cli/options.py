@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ganterp_fast.cli.flags import add_options
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions
-from ganterp_fast.engine.options import Excerpt
+from ganterp_fast.engine.audio.excerpt import Excerpt
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -119,8 +120,8 @@ def _name(owner: type | object) -> str:
 
 
 def is_real(value: Any) -> bool:
-    """An int or float (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A real number (int, float, numpy's, Fraction), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def whole(minimum: int, maximum: int | None = None, *, note: str = "") -> Callable[[Any], int]:
@@ -129,7 +130,7 @@ def whole(minimum: int, maximum: int | None = None, *, note: str = "") -> Callab
     rule = f"must be an integer {bounds}{f' ({note})' if note else ''}"
 
     def check(value: Any) -> int:
-        if not is_real(value) or (isinstance(value, float) and not value.is_integer()):
+        if not is_real(value) or not math.isfinite(value) or int(value) != value:
             raise ValueError(f"{rule}, got {value!r}")
         number = int(value)
         if number < minimum or (maximum is not None and number > maximum):

@@ -3,8 +3,8 @@
 `RenderOptions` holds the model/device options (`ModelOptions`), the encoder's
 (`encode.EncodeOptions`), the analysis's (`analysis.AnalysisOptions`) and the latent
 path's (`path.PathOptions`), the output picture's (`OutputOptions`), plus the frame rate.
-The excerpt (`Excerpt`: start, duration) belongs to the input and is passed beside the
-options (`source.open_source`, `render(start=...)`). Every field is declared once with
+The excerpt (`audio.excerpt.Excerpt`: start, duration) belongs to the input and is passed
+beside the options (`source.open_source`, `render(start=...)`). Every field is declared once with
 `fields.option`: its default, rule, help, flag and label.
 """
 
@@ -195,29 +195,3 @@ class RenderOptions(Options):
         except InputError as exc:  # 'native' past the limit at this rate
             text = str(exc)
             raise error(self, "fps", text[len("fps") :] if text.startswith("fps") else f": {text}") from None
-
-
-@dataclass(frozen=True)
-class Excerpt(Options):
-    """The part of the input to use: from `start`, `duration` seconds long (None: to the end).
-
-    The bounds are checked here; that the excerpt lies within the audio, when the file is opened.
-    """
-
-    start: float = option(
-        0.0,
-        flag="--start",
-        check=real(0, rule="must be a number of seconds >= 0"),
-        metavar="SECONDS",
-        label="start (s)",
-        help="start of the excerpt (default: 0)",
-    )
-    duration: float | None = option(
-        None,
-        flag="--duration",
-        parse=float,
-        check=optional(real(0, above=True, rule="must be a positive number of seconds")),
-        metavar="SECONDS",
-        label="duration (s; 0: to the end)",
-        help="length of the excerpt (default: to the end)",
-    )

@@ -18,9 +18,10 @@ import pytest
 
 from ganterp_fast.cli.main import build_parser, main
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions
+from ganterp_fast.engine.audio.excerpt import Excerpt
 from ganterp_fast.engine.errors import InputError, OptionError
 from ganterp_fast.engine.latent.path import PathOptions
-from ganterp_fast.engine.options import Excerpt, ModelOptions, OutputOptions, RenderOptions
+from ganterp_fast.engine.options import ModelOptions, OutputOptions, RenderOptions
 from ganterp_fast.engine.video.encode import EncodeOptions
 
 OPTION_CLASSES = (AnalysisOptions, PathOptions, EncodeOptions, ModelOptions, OutputOptions, RenderOptions, Excerpt)
@@ -230,3 +231,21 @@ def test_native_fps_past_the_limit_names_fps(capsys, tiny_onnx: Path, tmp_path: 
         "ganterp-fast render: error: --fps 'native' is 1500 at 192000 Hz, above 1000: give a rate such as 30 or 60"
     ], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hi-res.wav"]
+
+
+def test_checks_against_the_input_and_the_machine_name_the_flag_too(
+    capsys: pytest.CaptureFixture[str], wav: Path, tiny_onnx: Path, tmp_path: Path
+) -> None:
+    """A start past the end, a duration shorter than a sample, more threads than CPUs: the flag's error."""
+    cases = [
+        (["analyze", str(wav), "--start", "5"], "--start 5 s is at or past the end of the audio: "),
+        (["analyze", str(wav), "--duration", "0.00001"], "--duration 1e-05 s is shorter than one sample at 8000 Hz"),
+        (
+            ["render", str(wav), "-o", str(tmp_path / "v.mp4"), "--model", str(tiny_onnx), "--threads", "100000"],
+            "--threads 100000: use 1 to ",
+        ),
+    ]
+    for argv, start in cases:
+        code, err, _ = _run(capsys, [*argv, "-q"])
+        assert code == 2 and len(err) == 1 and err[0].split(": error: ", 1)[1].startswith(start), err
+    assert not list(tmp_path.iterdir())

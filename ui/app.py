@@ -19,9 +19,10 @@ from typing import Any
 import gradio as gr
 
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions
+from ganterp_fast.engine.audio.excerpt import Excerpt
 from ganterp_fast.engine.errors import GanterpError, OptionError
 from ganterp_fast.engine.latent.path import PathOptions
-from ganterp_fast.engine.options import Excerpt, ModelOptions, OutputOptions, RenderOptions
+from ganterp_fast.engine.options import ModelOptions, OutputOptions, RenderOptions
 from ganterp_fast.engine.video.compose import SIZE_PRESETS
 from ganterp_fast.ui import actions, controls
 from ganterp_fast.ui.events import MODEL_SIZE, NO_LAYOUT, Events

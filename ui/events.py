@@ -12,9 +12,10 @@ from typing import Any
 import gradio as gr
 
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions
+from ganterp_fast.engine.audio.excerpt import Excerpt
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.latent.path import PathOptions
-from ganterp_fast.engine.options import Excerpt, ModelOptions, OutputOptions
+from ganterp_fast.engine.options import ModelOptions, OutputOptions
 from ganterp_fast.ui import actions
 from ganterp_fast.ui.session import Workspace
 

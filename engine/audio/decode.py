@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 from collections.abc import Generator, Iterator
 from fractions import Fraction
@@ -25,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ganterp_fast.engine.audio.excerpt import Excerpt
 from ganterp_fast.engine.audio.info import BACKENDS, WHAT_WORKS, AudioInfo, Backend
 from ganterp_fast.engine.audio.pyav_decode import default_layout, probe_pyav, pyav_blocks
-from ganterp_fast.engine.errors import InputError
+from ganterp_fast.engine.errors import InputError, OptionError
+from ganterp_fast.engine.fields import error
 
 log = logging.getLogger(__name__)
 
@@ -137,19 +138,19 @@ def excerpt_samples(info: AudioInfo, start: float = 0.0, duration: float | None 
     a duration running past the end is clipped (with a warning).
     """
     length = f"{info.path} is {info.duration_s:.2f} s long"
-    if not _is_number(start) or not math.isfinite(start) or start < 0:
-        raise InputError(f"start must be a number of seconds >= 0, got {start} ({length})")
+    try:
+        Excerpt(start=start, duration=duration)  # the bounds, as the declarations state them
+    except OptionError as exc:
+        raise error(Excerpt, exc.field.rpartition(".")[2], f"{exc.rule} ({length})") from None
     first = round(start * info.sample_rate)
     if first >= info.num_samples:
-        raise InputError(f"start {start:g} s is at or past the end of the audio: {length}")
+        raise error(Excerpt, "start", f"{start:g} s is at or past the end of the audio: {length}")
     available = info.num_samples - first
     if duration is None:
         return first, available
-    if not _is_number(duration) or not math.isfinite(duration) or duration <= 0:
-        raise InputError(f"duration must be a positive number of seconds, got {duration} ({length})")
     count = round(duration * info.sample_rate)
     if count < 1:
-        raise InputError(f"duration {duration:g} s is shorter than one sample at {info.sample_rate} Hz")
+        raise error(Excerpt, "duration", f"{duration:g} s is shorter than one sample at {info.sample_rate} Hz")
     if count > available:
         if info.exact:
             log.warning(
@@ -163,10 +164,6 @@ def excerpt_samples(info: AudioInfo, start: float = 0.0, duration: float | None 
             count = available
         # An estimated length: read what is there; the stream's end decides.
     return first, count
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _resolve(source: str | os.PathLike[str] | AudioInfo) -> AudioInfo:

@@ -15,7 +15,9 @@ from pathlib import Path
 from ganterp_fast.engine.backends.base import FrameGenerator
 from ganterp_fast.engine.backends.choice import export_precision, open_generator, plan_precision
 from ganterp_fast.engine.backends.contract import is_ready_model
+from ganterp_fast.engine.backends.machine import physical_cores, usable_cpus
 from ganterp_fast.engine.errors import InputError
+from ganterp_fast.engine.fields import error
 from ganterp_fast.engine.options import ModelOptions
 
 
@@ -93,6 +95,10 @@ def plan_model(options: ModelOptions) -> ModelPlan:
     from ganterp_fast.engine.backends.contract import check_metadata, model_precision, read_metadata, ready_model
     from ganterp_fast.engine.backends.models import model_resolution
 
+    limit = max(physical_cores(), usable_cpus())  # more threads than CPUs only make the workers fight
+    if options.threads is not None and options.threads > limit:
+        rule = f"{options.threads}: use 1 to {limit} (the CPUs here), or leave it unset for one per physical core"
+        raise error(options, "threads", rule)
     device = planned_device(
         options.device, tensorrt=options.tensorrt, cuda_graph=options.cuda_graph, threads=options.threads
     )
