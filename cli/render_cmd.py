@@ -11,6 +11,7 @@ from ganterp_fast.cli.flags import add_options, from_args
 from ganterp_fast.cli.options import add_analysis_args, add_input_args, default_output, resolve_input
 from ganterp_fast.cli.scale_out import add_cluster_args, wants_scale_out
 from ganterp_fast.engine.api import render
+from ganterp_fast.engine.backends.preparation import ModelProgress
 from ganterp_fast.engine.latent.classes import class_label
 from ganterp_fast.engine.options import ModelOptions, OutputOptions, RenderOptions
 from ganterp_fast.engine.video.encode import EncodeOptions
@@ -97,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
     def on_progress(update) -> None:  # type: ignore[no-untyped-def]
         nonlocal bar
         if args.quiet:
+            return
+        if isinstance(update, ModelProgress):  # a first use's export: each step with an ETA
+            print(update.line(), file=sys.stderr, flush=True)
             return
         if update.stage in messages:
             print(messages[update.stage], file=sys.stderr, flush=True)

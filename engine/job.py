@@ -31,6 +31,7 @@ from ganterp_fast.engine.analysis.analyze import Analysis, analyze
 from ganterp_fast.engine.audio.source import Source, open_source
 from ganterp_fast.engine.backends.choice import FrameGenerator
 from ganterp_fast.engine.backends.plan import ModelPlan, plan_model
+from ganterp_fast.engine.backends.preparation import ModelProgress
 from ganterp_fast.engine.errors import InputError, RenderError
 from ganterp_fast.engine.files import check_output, same_file
 from ganterp_fast.engine.latent.path import LatentPath, frame_count, parse_fps
@@ -125,9 +126,13 @@ class RenderJob:
 
     # ------------------------------------------------------------------ running
 
-    def open_generator(self, model_path: str | os.PathLike[str] | None = None) -> FrameGenerator:
+    def open_generator(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        progress: Callable[[ModelProgress], None] | None = None,
+    ) -> FrameGenerator:
         started = time.perf_counter()
-        generator = self.model.open(model_path)
+        generator = self.model.open(model_path, progress)
         self.times.model += time.perf_counter() - started
         log.info("model on %s (%s)", generator.device, ", ".join(generator.providers))
         return generator
@@ -192,7 +197,7 @@ class RenderJob:
         wall = time.perf_counter()
         if generator is None:
             report("model")
-            generator = self.open_generator()
+            generator = self.open_generator(progress=progress)
         done = 0
         runner_batch = self.model.batch_size
         with VideoWriter(

@@ -12,8 +12,9 @@ report = export_model("biggan-deep-128", "biggan-deep-128.onnx", precision="fp16
 from __future__ import annotations
 
 from .checkpoint import ARCHITECTURES, PRETRAINED_NAMES, load_biggan, make_config
-from .exporter import ExportReport, check_parity, export_model, reference_frames
+from .exporter import ExportReport, export_model, preparation_plan
 from .graph import ExportableBigGAN
+from .parity import check_parity, reference_frames
 from .quantize import Int8Settings, QuantizeReport, quantize_int8
 from .random_weights import make_random_biggan, write_random_checkpoint
 
@@ -29,6 +30,7 @@ __all__ = [
     "load_biggan",
     "make_config",
     "make_random_biggan",
+    "preparation_plan",
     "quantize_int8",
     "reference_frames",
     "write_random_checkpoint",

@@ -3,7 +3,8 @@
 Exact rewrites of pytorch-pretrained-biggan's generator (equal in exact arithmetic; float
 rounding differs within a few ulps):
 
-- spectral norms removed: each weight divided once by its sigma (what eval mode computes);
+- spectral norms removed: each weight divided once by its sigma (what eval mode computes;
+  the model is read, never copied);
 - truncation as a run-time input: the reference picks two of the 51 statistics rows with
   Python arithmetic on the truncation; here the host computes the 51 mixing weights
   (`truncation_weights`, one row per sample) and the graph takes a matrix product;
@@ -23,8 +24,6 @@ math (mixing, rsqrt) stays in fp32 and only the resulting `a`, `b` are cast.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from pytorch_pretrained_biggan import BigGAN
@@ -34,13 +33,33 @@ from torch import nn
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 
 
-def _plain_weights(model: BigGAN) -> BigGAN:
-    """A copy of `model` in eval mode with every spectral norm folded into its weight."""
-    clone = copy.deepcopy(model).eval()
-    for module in clone.modules():
-        if hasattr(module, "weight_orig"):
-            torch.nn.utils.remove_spectral_norm(module)
-    return clone
+def plain_weight(module: nn.Module) -> torch.Tensor:
+    """The weight eval mode uses: a spectrally normalised one divided by its sigma = u . (W v).
+
+    What `torch.nn.utils.spectral_norm` computes without power iteration, without copying the model.
+    """
+    if not hasattr(module, "weight_orig"):
+        return module.weight.detach()
+    weight = module.weight_orig.detach()
+    sigma = torch.dot(module.weight_u, torch.mv(weight.reshape(weight.shape[0], -1), module.weight_v))
+    return weight / sigma
+
+
+def _conv(conv: nn.Conv2d, dtype: torch.dtype, weight: torch.Tensor | None = None) -> nn.Conv2d:
+    """A plain convolution with `conv`'s shape and its eval-mode weight (or `weight`), in `dtype`."""
+    plain = torch.nn.utils.skip_init(
+        nn.Conv2d,
+        conv.in_channels if weight is None else weight.shape[1],
+        conv.out_channels if weight is None else weight.shape[0],
+        conv.kernel_size if weight is None else tuple(weight.shape[2:]),
+        padding=conv.padding,
+        bias=conv.bias is not None,
+        dtype=dtype,
+    )
+    plain.weight.data = (plain_weight(conv) if weight is None else weight).to(dtype)
+    if conv.bias is not None:
+        plain.bias.data = conv.bias.detach()[: plain.out_channels].to(dtype)
+    return plain
 
 
 class _UpsampleConv(nn.Module):
@@ -56,7 +75,7 @@ class _UpsampleConv(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, dtype: torch.dtype) -> None:
         super().__init__()
-        weight = conv.weight.detach().float()
+        weight = plain_weight(conv).float()
         rows = {
             0: (weight[:, :, 0], weight[:, :, 1] + weight[:, :, 2]),
             1: (weight[:, :, 0] + weight[:, :, 1], weight[:, :, 2]),
@@ -68,7 +87,9 @@ class _UpsampleConv(nn.Module):
                 cols = (row[..., 0], row[..., 1] + row[..., 2]) if b == 0 else (row[..., 0] + row[..., 1], row[..., 2])
                 phases.append(torch.stack(cols, dim=3))
         self.out_channels = conv.out_channels
-        self.conv = nn.Conv2d(conv.in_channels, 4 * conv.out_channels, 2, padding=1).to(dtype)
+        self.conv = torch.nn.utils.skip_init(
+            nn.Conv2d, conv.in_channels, 4 * conv.out_channels, 2, padding=1, dtype=dtype
+        )
         self.conv.weight.data.copy_(torch.cat(phases))
         self.conv.bias.data.copy_(conv.bias.detach().repeat(4))
 
@@ -90,7 +111,7 @@ class _Block(nn.Module):
         super().__init__()
         self.up_sample = bool(block.up_sample)
         self.drop_channels = bool(block.drop_channels)
-        convs: list[nn.Module] = [getattr(block, f"conv_{i}").to(dtype) for i in range(4)]
+        convs: list[nn.Module] = [_conv(getattr(block, f"conv_{i}"), dtype) for i in range(4)]
         if self.up_sample:
             convs[1] = _UpsampleConv(block.conv_1, dtype)
         self.convs = nn.ModuleList(convs)
@@ -115,11 +136,9 @@ class _Attention(nn.Module):
         super().__init__()
         channels = attn.in_channels
         self.channels = channels
-        weight = torch.cat([attn.snconv1x1_theta.weight, attn.snconv1x1_phi.weight, attn.snconv1x1_g.weight])
-        self.project = nn.Conv2d(channels, weight.shape[0], 1, bias=False).to(dtype)
-        self.project.weight.data.copy_(weight)
-        self.output = nn.Conv2d(channels // 2, channels, 1, bias=False).to(dtype)
-        self.output.weight.data.copy_(attn.snconv1x1_o_conv.weight * attn.gamma)
+        projections = (attn.snconv1x1_theta, attn.snconv1x1_phi, attn.snconv1x1_g)
+        self.project = _conv(attn.snconv1x1_theta, dtype, torch.cat([plain_weight(conv) for conv in projections]))
+        self.output = _conv(attn.snconv1x1_o_conv, dtype, plain_weight(attn.snconv1x1_o_conv) * attn.gamma.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = int(x.shape[2]), int(x.shape[3])
@@ -146,14 +165,12 @@ class ExportableBigGAN(nn.Module):
             raise ValueError(f"precision {precision!r}: use one of {sorted(PRECISIONS)}")
         dtype = PRECISIONS[precision]
         self.dtype = dtype
-        plain = _plain_weights(model)
-        generator = plain.generator
-        config = plain.config
-        self.width = 16 * int(config.channel_width)
-        self.register_buffer("embed", plain.embeddings.weight.detach().float().clone())
+        generator = model.generator
+        self.width = 16 * int(model.config.channel_width)
+        self.register_buffer("embed", model.embeddings.weight.detach().float().clone())
 
         # gen_z: reorder output rows from (h, w, c) to (c, h, w) so the result is NCHW.
-        weight = generator.gen_z.weight.detach()
+        weight = plain_weight(generator.gen_z)
         bias = generator.gen_z.bias.detach()
         rows = self.width
         self.register_buffer(
@@ -173,7 +190,7 @@ class ExportableBigGAN(nn.Module):
             variances.append(norm.running_vars.detach().float())
             eps.append(torch.full((channels,), float(norm.eps)))
             if norm.conditional:
-                cond_weights.append((norm.scale.weight.detach().float(), norm.offset.weight.detach().float()))
+                cond_weights.append((plain_weight(norm.scale).float(), plain_weight(norm.offset).float()))
                 cond_bias.append((torch.zeros(channels), torch.zeros(channels)))
             else:  # fixed affine: scale = weight - 1 (the graph adds 1 back), offset = bias
                 dim = cond_weights[0][0].shape[1]
@@ -206,9 +223,7 @@ class ExportableBigGAN(nn.Module):
         )
 
         rgb = generator.conv_to_rgb
-        self.to_rgb = nn.Conv2d(rgb.in_channels, 3, 3, padding=1).to(dtype)
-        self.to_rgb.weight.data.copy_(rgb.weight[:3])
-        self.to_rgb.bias.data.copy_(rgb.bias[:3])
+        self.to_rgb = _conv(rgb, dtype, plain_weight(rgb)[:3])
 
     def norm_affines(self, cond: torch.Tensor, truncation_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample `a`, `b` [B, total, 1, 1] of every batch norm: x_norm = x * a + b."""

@@ -1,4 +1,4 @@
-"""Writing an export's metadata (the engine reads it with `engine.contract.read_metadata`)."""
+"""Writing an export's metadata (the engine reads it with `engine.backends.contract.read_metadata`)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,17 @@ import onnx
 from ganterp_fast import __version__
 
 
-def write_metadata(path: Path, metadata: dict[str, str]) -> None:
-    """Replace the model's metadata_props and stamp ganterp-fast as its producer."""
-    model = onnx.load(str(path))
+def stamp(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    """Replace the model's metadata_props (in memory) and stamp ganterp-fast as its producer."""
     model.producer_name = "ganterp-fast"
     model.producer_version = __version__
     del model.metadata_props[:]
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
+
+
+def write_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """`stamp` a model file: load it, replace its metadata, save it."""
+    model = onnx.load(str(path))
+    stamp(model, metadata)
     onnx.save(model, str(path))

@@ -37,19 +37,20 @@ import numpy as np
 import onnx
 
 from ganterp_fast import __version__
-from ganterp_fast.engine.backends.onnxruntime_generator import (
+from ganterp_fast.engine.backends.contract import (
     META_PREFIX,
     NUM_CLASSES,
+    TRUNCNORM_BOUND,
     Z_DIM,
-    Generator,
     check_metadata,
+    psnr,
     read_metadata,
 )
+from ganterp_fast.engine.backends.onnxruntime_generator import Generator
 from ganterp_fast.engine.cache import file_sha256
 from ganterp_fast.engine.errors import InputError, ModelError
 from ganterp_fast.export.metadata import write_metadata
 from ganterp_fast.export.quantize_graph import (
-    PERCENTILE,  # noqa: F401  (importable from this module, as before the split)
     Int8Settings,
     Quantizer,
     candidate_nodes,
@@ -65,7 +66,6 @@ CALIBRATION_METHODS = ("minmax", "percentile")
 CALIBRATION_BATCH = 4
 HELDOUT_SAMPLES = 16
 HELDOUT_BATCH = 8
-TRUNCATION_BOUND = 2.0  # BigGAN's truncated normal: |z| <= 2 before scaling by the truncation
 
 
 @dataclass(frozen=True)
@@ -249,7 +249,7 @@ def _latents(rng: np.random.Generator, samples: int) -> tuple[np.ndarray, np.nda
     truncations = 1.0 - (np.arange(samples) + rng.uniform(0.0, 1.0, samples)) / samples  # (0, 1]
     truncations = np.clip(truncations, 1e-3, 1.0)[rng.permutation(samples)]
     noise = rng.standard_normal((samples, Z_DIM))
-    while (outside := np.abs(noise) > TRUNCATION_BOUND).any():
+    while (outside := np.abs(noise) > TRUNCNORM_BOUND).any():
         noise[outside] = rng.standard_normal(int(outside.sum()))
     classes = np.zeros((samples, NUM_CLASSES))
     for row in range(samples):
@@ -275,7 +275,7 @@ def _compare(reference: np.ndarray, frames: np.ndarray) -> dict[str, float]:
     diff = frames.astype(np.float64) - reference.astype(np.float64)
     mse = float(np.mean(diff**2))
     return {
-        "psnr_db": 10.0 * math.log10(255.0**2 / mse) if mse > 0 else float("inf"),
+        "psnr_db": psnr(mse),
         "max_abs_diff": float(np.max(np.abs(diff))),
         "mean_abs_diff": float(np.mean(np.abs(diff))),
     }
@@ -353,7 +353,7 @@ def _base_metadata(
         META_PREFIX + "int8_settings": described,
         META_PREFIX + "int8_calibration": (
             f"{calibration_batches * CALIBRATION_BATCH} latents, seed {seed}: "
-            f"truncnorm({TRUNCATION_BOUND:g}) x t, t stratified over (0, 1], "
+            f"truncnorm({TRUNCNORM_BOUND:g}) x t, t stratified over (0, 1], "
             "one-hot and two-class mixes"
         ),
         META_PREFIX + "int8_heldout": f"{HELDOUT_SAMPLES} other latents (same distribution), seed {seed}",

@@ -226,6 +226,28 @@ def test_parity_failure_is_reported(tiny_onnx: Path, seed1_model) -> None:
         check_parity(seed1_model, tiny_onnx, precision="fp32")
 
 
+@pytest.mark.parametrize("damage", ["a convolution channel negated", "statistics rows 0 and 50 swapped"])
+def test_parity_fails_an_export_with_one_wrong_tensor(tiny_onnx: Path, tiny_model, damage: str) -> None:
+    """The check's few images still see a single wrong weight or statistics row."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(tiny_onnx))
+    assert check_parity(tiny_model, model, precision="fp32")["max_abs_diff"] <= 2.0
+    tensors = {t.name: t for t in model.graph.initializer}
+    if damage.startswith("a convolution"):
+        convs = [node for node in model.graph.node if node.op_type == "Conv"]
+        tensor = tensors[convs[len(convs) // 2].input[1]]
+        values = numpy_helper.to_array(tensor).copy()
+        values[0] = -values[0]
+    else:
+        tensor = tensors["stat_means"]
+        values = numpy_helper.to_array(tensor).copy()
+        values[[0, 50]] = values[[50, 0]]
+    tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+    with pytest.raises(ModelError, match=r"differs from PyTorch by up to \d+"):
+        check_parity(tiny_model, model, precision="fp32")
+
+
 def test_failed_check_writes_nothing(tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def failing(*args, **kwargs):
         raise ModelError("parity check failed by 9 levels")

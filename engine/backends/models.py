@@ -18,42 +18,55 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ganterp_fast import __version__
-from ganterp_fast.engine.backends.contract import CONFIG_NAME, FORMAT_VERSION, PRETRAINED_NAMES, WEIGHTS_NAME
+from ganterp_fast.engine.backends.contract import (
+    CONFIG_NAME,
+    EXPORT_PRECISIONS,
+    FORMAT_VERSION,
+    PRETRAINED_NAMES,
+    WEIGHTS_NAME,
+    ready_model,
+)
+from ganterp_fast.engine.backends.preparation import ModelProgress, Preparation
 from ganterp_fast.engine.cache import CACHE_ENV, cache_dir, file_sha256
 from ganterp_fast.engine.errors import InputError, MissingExtraError
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 _SIDECAR_SUFFIX = ".json"
+# The values `--weights random` draws for a seed (export/random_weights.py); part of the cache
+# key, so a change of the drawing never reuses a model cached with the old values.
+RANDOM_WEIGHTS_VERSION = 2
 
 
 def resolve_model(
-    model: str | os.PathLike[str], *, precision: str = "fp32", weights: str | None = None, seed: int = 0
+    model: str | os.PathLike[str],
+    *,
+    precision: str = "fp32",
+    weights: str | None = None,
+    seed: int = 0,
+    progress: Callable[[ModelProgress], None] | None = None,
 ) -> Path:
     """The `.onnx` file for `model`, exporting a name or checkpoint directory into the cache once.
 
     `weights="random"` uses seeded random weights (`seed`) in the model's architecture.
+    `progress` gets each step of a first use's export (weights, export, parity, save) with an
+    ETA, and a last report when the model is ready; nothing when the cache has it.
     Raises `InputError` for an unknown model, `MissingExtraError` when an export is needed
     and torch is not installed, `ModelError` when the export fails.
     """
-    if precision not in PRECISIONS:
-        raise InputError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision not in EXPORT_PRECISIONS:
+        raise InputError(f"precision {precision!r}: use one of {', '.join(EXPORT_PRECISIONS)}")
     if weights not in (None, "random"):
         raise InputError(f"weights {weights!r}: use 'random' or leave it unset")
+    ready = ready_model(model, weights=weights)
+    if ready is not None:
+        return ready
     text = os.fspath(model)
-    if text.lower().endswith(".onnx"):
-        path = Path(text).expanduser()
-        if weights is not None:
-            raise InputError(f"--weights random applies to a model name or checkpoint, not to the ready model {path}")
-        if not path.is_file():
-            raise InputError(f"model file {path} does not exist")
-        return path
     key = cache_key(text, precision=precision, weights=weights, seed=seed)
     directory = cache_dir() / "models"
     entry = directory / f"{_slug(key)}-{precision}-{_digest(key)[:16]}.onnx"
@@ -74,17 +87,20 @@ def resolve_model(
             stale.unlink(missing_ok=True)
         log.info("model cache miss: exporting %s (%s) to %s", text, precision, entry)
         export = _import_export()
-        export.export_model(text, entry, precision=precision, weights=weights, seed=seed)
+        steps = Preparation(progress)  # the export lays out the plan; the sidecar belongs to its last step
+        export.export_model(text, entry, precision=precision, weights=weights, seed=seed, progress=steps)
         _write_sidecar(entry, key)
+        steps.finish()
     return entry
 
 
 def cache_key(model: str, *, precision: str, weights: str | None, seed: int) -> dict[str, Any]:
     """What identifies an export: source, weights hash, precision and exporter version."""
     base: dict[str, Any] = {"format": FORMAT_VERSION, "exporter": __version__, "precision": precision}
+    random = f"random-v{RANDOM_WEIGHTS_VERSION}-seed{seed}"
     if model in PRETRAINED_NAMES:
         source: dict[str, Any] = {"kind": "pretrained", "name": model}
-        source["weights"] = f"random-seed{seed}" if weights == "random" else model
+        source["weights"] = random if weights == "random" else model
         return {**base, "source": source}
     directory = Path(model).expanduser()
     if directory.is_dir():
@@ -92,7 +108,7 @@ def cache_key(model: str, *, precision: str, weights: str | None, seed: int) -> 
         if not config.is_file() or (weights is None and not checkpoint.is_file()):
             raise InputError(f"checkpoint directory {directory} needs {CONFIG_NAME} and {WEIGHTS_NAME}")
         source = {"kind": "checkpoint", "name": directory.resolve().name, "config_sha256": file_sha256(config)}
-        source["weights"] = f"random-seed{seed}" if weights == "random" else file_sha256(checkpoint)
+        source["weights"] = random if weights == "random" else file_sha256(checkpoint)
         return {**base, "source": source}
     raise InputError(
         f"model {model!r} is not one of: a pretrained name ({', '.join(PRETRAINED_NAMES)}), "

@@ -9,6 +9,7 @@ opened (`ModelPlan.open`) where the frames are made.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ganterp_fast.engine.backends.base import FrameGenerator
 from ganterp_fast.engine.backends.choice import export_precision, open_generator, plan_precision
 from ganterp_fast.engine.backends.contract import is_ready_model
 from ganterp_fast.engine.backends.machine import physical_cores, usable_cpus
+from ganterp_fast.engine.backends.preparation import ModelProgress
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.fields import error
 from ganterp_fast.engine.options import ModelOptions
@@ -62,8 +64,11 @@ class ModelPlan:
         """A ready .onnx is used as it is: no export, no precision choice."""
         return is_ready_model(self.options.model)
 
-    def resolve(self) -> Path:
-        """The .onnx file, exported into the cache once for a name or a checkpoint directory."""
+    def resolve(self, progress: Callable[[ModelProgress], None] | None = None) -> Path:
+        """The .onnx file, exported into the cache once for a name or a checkpoint directory.
+
+        `progress` gets the export's steps with an ETA (`models.resolve_model`).
+        """
         from ganterp_fast.engine.backends.models import resolve_model
 
         return resolve_model(
@@ -71,11 +76,16 @@ class ModelPlan:
             precision=export_precision(self.precision),
             weights=self.options.weights,
             seed=self.options.weights_seed,
+            progress=progress,
         )
 
-    def open(self, model_path: str | os.PathLike[str] | None = None) -> FrameGenerator:
+    def open(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        progress: Callable[[ModelProgress], None] | None = None,
+    ) -> FrameGenerator:
         """The generator for this plan (from `model_path` if the file is here already)."""
-        path = Path(model_path) if model_path is not None else self.resolve()
+        path = Path(model_path) if model_path is not None else self.resolve(progress)
         opts = self.options
         generator = open_generator(
             path,

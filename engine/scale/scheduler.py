@@ -304,7 +304,7 @@ def render_segmented(
         if progress is not None:
             progress(Progress(0, 0, "model"))
         if generator is None:
-            generator = job.open_generator()
+            generator = job.open_generator(progress=progress)
         schedule.start()
         while (item := schedule.take()) is not None:
             partial = schedule.partial(item)
