@@ -112,8 +112,8 @@ def export_model(
         raise InputError(f"weights {weights!r}: use 'random' or leave it unset for the source's own weights")
     if opset is not None and (not isinstance(opset, int) or opset < 18):
         raise InputError(f"opset {opset!r}: the exporter writes opset 18 or newer")
-    owned = not isinstance(progress, Preparation)
-    steps = Preparation(progress) if not isinstance(progress, Preparation) else progress
+    steps = progress if isinstance(progress, Preparation) else Preparation(progress)
+    owned = steps is not progress
     if not steps.plan:
         steps.plan = preparation_plan(source, precision=precision, weights=weights, resolution=resolution, check=check)
     if precision == "int8":
@@ -378,7 +378,7 @@ def _torch_export(graph: ExportableBigGAN, opset: int, resolution: int) -> onnx.
 
 def _metadata(loaded: LoadedModel, precision: str, opset: int) -> dict[str, str]:
     config = loaded.model.config
-    metadata = {
+    return {
         META_PREFIX + "format_version": FORMAT_VERSION,
         META_PREFIX + "model": "biggan-deep",
         META_PREFIX + "model_name": loaded.name,
@@ -397,4 +397,3 @@ def _metadata(loaded: LoadedModel, precision: str, opset: int) -> dict[str, str]
         META_PREFIX + "n_stats": str(N_STATS),
         META_PREFIX + "truncation_input": "truncation_weights [batch, 51]: reference batch-norm row mixing weights",
     }
-    return metadata
