@@ -11,6 +11,7 @@ from ganterp_fast.cli.flags import add_options, from_args
 from ganterp_fast.cli.options import add_analysis_args, add_input_args, default_output, resolve_input
 from ganterp_fast.cli.scale_out import add_cluster_args, wants_scale_out
 from ganterp_fast.engine.api import render
+from ganterp_fast.engine.audio.excerpt import Excerpt, Section
 from ganterp_fast.engine.backends.preparation import ModelProgress
 from ganterp_fast.engine.latent.classes import class_label
 from ganterp_fast.engine.options import ModelOptions, OutputOptions, RenderOptions
@@ -40,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser,
         many=True,
         excerpt="--start and --duration cut an excerpt out of INPUT: the excerpt alone is analysed and rendered, "
-        "and the video is as long as the excerpt",
+        "and the video is as long as the excerpt; with --preview they pick a section of the full render instead "
+        "(the whole INPUT, or a cue sheet's excerpt, is analysed) and the preview shows the full render's path there",
     )
     parser.add_argument(
         "-o", "--output", metavar="OUTPUT", help="video file to write (default: INPUT's name with .mp4, beside it)"
@@ -77,12 +79,26 @@ def options_from_args(args: argparse.Namespace) -> RenderOptions:
     )
 
 
+def preview_section(args: argparse.Namespace) -> Section | None:
+    """--preview with --start/--duration: the section of the full render to show (None: all of it).
+
+    The excerpt analysed becomes the full render's (the whole input, or a cue sheet's), so the
+    preview shows the full render's path there; without --preview they cut the excerpt itself."""
+    if not args.preview:
+        return None
+    section = from_args(Section, args)  # --start and --duration within their bounds
+    whole = Excerpt()
+    args.start, args.duration = whole.start, whole.duration
+    return None if (section.start, section.duration) == (whole.start, whole.duration) else section
+
+
 def run(args: argparse.Namespace) -> int:
+    section = preview_section(args)
     options = options_from_args(args)
     if wants_scale_out(args):  # several inputs, or --ray
         from ganterp_fast.cli import scale_out
 
-        return scale_out.run(args, options)
+        return scale_out.run(args, options, section)
     args.input = args.input[0] if args.input else None
     source = resolve_input(args)
     output = Path(args.output) if args.output else default_output(source, args.example)
@@ -125,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             options,
             start=args.start,
             duration=args.duration,
+            section=section,
             progress=on_progress,
             segment_seconds=args.segment_seconds,
             resume=args.resume,
@@ -137,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{result.output}: {result.frames} frames at {float(result.fps):g} "
             f"fps, {result.width or result.resolution}x{result.height or result.resolution}, "
-            f"{result.analysis.duration_s:.1f} s of audio"
+            f"{result.duration_s:.1f} s of audio{_section_note(result)}"
         )
         print(
             f"{t.wall:.1f} s in all, {result.frames_per_second:.1f} frames/s on {result.device} "
@@ -148,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
         )
         if result.full_frames:
             print(
-                f"preview: the full render ({result.full_frames} frames at {args.fps} fps) would take about "
+                f"preview: the full render{' of this section' if result.section_s else ''} "
+                f"({result.full_frames} frames at {args.fps} fps) would take about "
                 f"{result.full_render_seconds:.0f} s here, at this preview's {1000 * result.seconds_per_frame:.0f} "
                 "ms per frame (more where the full render's size is larger)"
             )
@@ -159,3 +177,11 @@ def run(args: argparse.Namespace) -> int:
             unused = ", ".join(class_label(index) for index in result.unused_classes)
             print(f"unused classes (more than inflection points): {unused}")
     return 0
+
+
+def _section_note(result) -> str:  # type: ignore[no-untyped-def]
+    """' (2.0-8.0 s of the full render's 30.0 s)' for a section rendered alone; '' otherwise."""
+    if result.section_s is None:
+        return ""
+    start, length = result.section_s
+    return f" ({start:.1f}-{start + length:.1f} s of the full render's {result.analysis.duration_s:.1f} s)"

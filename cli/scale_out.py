@@ -89,7 +89,7 @@ def _outputs(args: argparse.Namespace, inputs: list[str]) -> list[Path]:
     return outputs
 
 
-def run(args: argparse.Namespace, options) -> int:  # options: RenderOptions
+def run(args: argparse.Namespace, options, section=None) -> int:  # options: RenderOptions, section: Section
     from ganterp_fast.cli.options import resolve_input
     from ganterp_fast.engine.job import prepare
 
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace, options) -> int:  # options: RenderOptions
         if not args.quiet:
             print(f"analysing {name}", file=sys.stderr, flush=True)
         try:
-            job = prepare(name, output, options, start=args.start, duration=args.duration)
+            job = prepare(name, output, options, start=args.start, duration=args.duration, section=section)
         except GanterpError as exc:
             failed(name, exc)
             continue

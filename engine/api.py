@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ganterp_fast.engine.audio.excerpt import Section
 from ganterp_fast.engine.audio.source import Source
 from ganterp_fast.engine.backends.choice import FrameGenerator
 from ganterp_fast.engine.backends.plan import default_batch_size, planned_device
@@ -26,6 +27,7 @@ __all__ = [
     "Progress",
     "RenderOptions",
     "RenderResult",
+    "Section",
     "StageTimes",
     "default_batch_size",
     "planned_device",
@@ -40,6 +42,7 @@ def render(
     *,
     start: float = 0.0,
     duration: float | None = None,
+    section: Section | None = None,
     progress: Callable[[Progress], None] | None = None,
     generator: FrameGenerator | None = None,
     cluster: Cluster | None = None,
@@ -49,6 +52,10 @@ def render(
     """Render a music video of `input_path` (the excerpt from `start`, `duration` seconds long)
     into `output_path` (H.264 with the soundtrack).
 
+    `section`: a part of that render alone (`Section(start=2, duration=6)`, seconds from the
+    excerpt's start): the whole excerpt is analysed, and the frames and soundtrack are the
+    full render's there (what `ganterp-fast render --preview --start 2 --duration 6` shows).
+
     `generator`: any object with the generator's interface (`backends.FrameGenerator`) to use
     instead of opening the model the options name. `cluster`: render on a Ray pool
     (`cluster.Cluster.local(workers=2)`, `Cluster.connect("auto")`). `segment_seconds` or
@@ -56,7 +63,7 @@ def render(
     output's hidden segments folder until joined; `resume` reuses the ones a stopped render left.
     """
     check_segment_seconds(segment_seconds)  # before any work
-    job = prepare(input_path, output_path, options, start=start, duration=duration, progress=progress)
+    job = prepare(input_path, output_path, options, start=start, duration=duration, section=section, progress=progress)
     if cluster is not None:
         return cluster.render_one(job, segment_seconds=segment_seconds, resume=resume, progress=progress)
     if segment_seconds is not None or resume:

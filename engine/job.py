@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ganterp_fast.engine.analysis.analyze import Analysis, analyze
+from ganterp_fast.engine.audio.excerpt import Section
 from ganterp_fast.engine.audio.source import Source, open_source
 from ganterp_fast.engine.backends.choice import FrameGenerator
 from ganterp_fast.engine.backends.plan import ModelPlan, plan_model
@@ -60,6 +61,7 @@ class RenderJob:
     times: StageTimes = field(default_factory=StageTimes, compare=False)
     composition: Composition | None = None  # size, fit and layout (None: the generator's frames as they are)
     full_frames: int = 0  # a preview (OutputOptions.preview): the full render's frame count
+    section: tuple[int, int] | None = None  # (first sample, samples) of the analysed audio rendered alone
 
     @property
     def width(self) -> int:
@@ -71,8 +73,21 @@ class RenderJob:
 
     @property
     def soundtrack(self) -> Source:
-        """The soundtrack's excerpt: exactly the samples the analysis read."""
-        return replace(self.source, duration=self.analysis.duration_s, num_samples=self.analysis.num_samples)
+        """The soundtrack's excerpt: exactly the samples the analysis read, or the section's of them."""
+        if self.section is None:
+            return replace(self.source, duration=self.analysis.duration_s, num_samples=self.analysis.num_samples)
+        first, count = self.section
+        first += self.source.first_sample
+        rate = self.source.sample_rate
+        return replace(self.source, start=first / rate, duration=count / rate, first_sample=first, num_samples=count)
+
+    @property
+    def section_s(self) -> tuple[float, float] | None:
+        """The section rendered alone: (start, duration) in seconds of the analysed audio; None: all of it."""
+        if self.section is None:
+            return None
+        first, count = self.section
+        return first / self.analysis.sample_rate, count / self.analysis.sample_rate
 
     def encode_options(self, *, stitchable: bool = True):  # -> encode.EncodeOptions
         preset = "ultrafast" if self.options.output.preview else self.options.encode.preset
@@ -84,7 +99,7 @@ class RenderJob:
 
     def fingerprint_facts(self) -> dict[str, Any]:
         """The facts `fingerprint` hashes (to say what changed between two jobs)."""
-        return {
+        facts = {
             "input": self.source.identity(),
             "start": self.source.start,
             "samples": self.analysis.num_samples,
@@ -96,6 +111,9 @@ class RenderJob:
             "width": self.width,
             "height": self.height,
         }
+        if self.section is not None:  # a section rendered alone
+            facts["section"] = list(self.section)
+        return facts
 
     def segments(self, seconds: float = SEGMENT_SECONDS, *, workers: int = 1) -> list[tuple[int, int]]:
         """Frame ranges of about `seconds` each, covering the video; see `scale.plan.plan_segments`."""
@@ -122,6 +140,7 @@ class RenderJob:
             width=self.width,
             height=self.height,
             full_frames=self.full_frames,
+            section_s=self.section_s,
         )
 
     # ------------------------------------------------------------------ running
@@ -283,16 +302,23 @@ def prepare(
     *,
     start: float = 0.0,
     duration: float | None = None,
+    section: Section | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> RenderJob:
     """Everything before the model's work: the input probed once, the output and the encoder
-    checked, the model planned, the analysis run and the latent path drawn."""
+    checked, the model planned, the analysis run and the latent path drawn.
+
+    `start` and `duration` cut the excerpt that is analysed and rendered. `section` renders a
+    part of that render alone (times count from the excerpt's start): the whole excerpt is
+    analysed and its path drawn, and the frames and soundtrack are the full render's there."""
     from ganterp_fast.engine.video.encode import choose_h264_encoder, container_for
 
     options = options or RenderOptions()
     times = StageTimes()
     prepare_started = time.perf_counter()
     source = open_source(input_path, start=start, duration=duration)
+    if section is not None and source.info.exact:  # the analysis's length; a bad section fails before it
+        section.samples(source.num_samples, source.sample_rate, what=_length(source))
     if same_file(source.path, output_path):
         raise InputError(f"output {output_path} is the input file: choose another name for the video")
     output = check_output(output_path, overwrite=options.overwrite)
@@ -309,11 +335,20 @@ def prepare(
     times.analysis = time.perf_counter() - started
     started = time.perf_counter()
     fps = options.frame_rate(analysis.sample_rate)  # 'native' past 1000 fps: an OptionError naming --fps
+    rendered_s, start_s, samples = analysis.duration_s, 0.0, None
+    if section is not None:
+        samples = section.samples(analysis.num_samples, analysis.sample_rate, what=_length(source))
+        if samples == (0, analysis.num_samples):  # all of it: the full render itself
+            samples = None
+        else:
+            start_s, rendered_s = samples[0] / analysis.sample_rate, samples[1] / analysis.sample_rate
     full_frames = 0
     if options.output.preview:  # the same path sampled at the preview's frame times t = k / preview_fps
-        full_frames = frame_count(analysis.duration_s, fps)
+        full_frames = frame_count(rendered_s, fps)
         fps = min(parse_fps(options.output.preview_fps), fps)  # never more frames than the full render
-    path = LatentPath(analysis, options.path, fps)
+    path = LatentPath(analysis, options.path, fps, start_s=start_s, duration_s=rendered_s)
+    if composition is not None and samples is not None:  # the input's picture from the section's start
+        composition = replace(composition, offset=source.start + start_s)
     times.path = time.perf_counter() - started
     times.wall = time.perf_counter() - prepare_started  # `run` adds its own: the wall time covers both
     return RenderJob(
@@ -329,7 +364,15 @@ def prepare(
         times=times,
         composition=composition,
         full_frames=full_frames,
+        section=samples,
     )
+
+
+def _length(source: Source) -> str:
+    """How long the analysed audio is, for a section's errors."""
+    if source.start or source.duration is not None:
+        return f"the excerpt of {source.path.name} from {source.start:g} s is {source.duration_s:.2f} s long"
+    return f"{source.path.name} is {source.duration_s:.2f} s long"
 
 
 def _plan_output(options: RenderOptions, source: Source, resolution: int) -> Composition | None:

@@ -140,7 +140,8 @@ class OutputOptions(Options):
         False,
         flag="--preview",
         help="a quick proxy of the same render: --preview-fps frames/s, x264 ultrafast, at most 512 px; "
-        "says how long the full render would take",
+        "says how long the full render would take; with --start/--duration, a preview of that section: the "
+        "whole input (or a cue sheet's excerpt) is analysed, so it shows the full render's path there",
     )
     preview_fps: str | float | Fraction = option(
         "6",

@@ -54,6 +54,12 @@ class RenderResult:
     width: int = 0  # the output's size (the model's resolution unless --size or --layout)
     height: int = 0
     full_frames: int = 0  # a preview: the full render's frame count (0 otherwise)
+    section_s: tuple[float, float] | None = None  # a section rendered alone: (start, duration) in seconds
+
+    @property
+    def duration_s(self) -> float:
+        """The video's length in seconds of audio: the section's, or the analysed audio's."""
+        return self.section_s[1] if self.section_s is not None else self.analysis.duration_s
 
     @property
     def frames_per_second(self) -> float:

@@ -49,6 +49,7 @@ PUBLIC_API = (
     "ModelOptions",
     "AnalysisOptions",
     "PathOptions",
+    "Section",
     "EncodeOptions",
     "GanterpError",
     "InputError",

@@ -4,9 +4,10 @@ Segment k of the analysis runs from inflection point k to k+1 and its alphas ris
 to 1, so the path's position at spectrogram column j is u = k + alpha[j]: class and z are
 interpolated between point floor(u) and the next one. Frames sample u at their own time
 (t = f / fps, column j sits at j * hop / sample_rate, as the original's one frame per
-column did), so any frame rate follows the same path. Everything is derived from the
-analysis, the classes and the seed: any frame range can be computed on its own, with
-identical results whatever the batch size.
+column did), so any frame rate follows the same path, and a section of it (`start_s`) is
+sampled at the full path's times from its start on. Everything is derived from the analysis,
+the classes and the seed: any frame range can be computed on its own, with identical results
+whatever the batch size.
 
 A cue sheet (`latent.cue_sheet`) replaces the analysis's points with a user's: each cue's time
 becomes its spectrogram column, and between two cues u follows the same per-segment alphas
@@ -165,10 +166,23 @@ def parse_fps(value: str | float | int | Fraction, *, sample_rate: int | None = 
 class LatentPath:
     """Per-frame z and class vectors for a render, computed batch by batch."""
 
-    def __init__(self, analysis: Analysis, options: PathOptions, fps: Fraction) -> None:
+    def __init__(
+        self,
+        analysis: Analysis,
+        options: PathOptions,
+        fps: Fraction,
+        *,
+        start_s: float = 0.0,
+        duration_s: float | None = None,
+    ) -> None:
+        """The path of `analysis` at `fps`; `start_s` and `duration_s` (None: to the end) pick a
+        section of it: frame f is then at time start_s + f / fps, the full path's there."""
         self.analysis = analysis
         self.options = options
         self.fps = Fraction(fps)
+        self.start_s = float(start_s)
+        if self.start_s < 0 or (self.start_s and self.start_s >= analysis.duration_s):
+            raise InputError(f"section start {start_s:g} s is outside the audio's 0..{analysis.duration_s:.3f} s")
         n = analysis.num_columns
         if options.cues is None:
             columns = np.asarray(analysis.inflection_points, dtype=np.int64)
@@ -208,7 +222,8 @@ class LatentPath:
             self._u = np.zeros(n)
         self._u[-1] = k - 1
         self._column_times = np.arange(n) * analysis.hop_length / analysis.sample_rate
-        self.num_frames = frame_count(analysis.duration_s, self.fps)
+        length = analysis.duration_s - self.start_s if duration_s is None else duration_s
+        self.num_frames = frame_count(length, self.fps)
         self._pulse = self._pulse_times = self._pulse_direction = None
         if options.pulse > 0 or options.pulse_truncation > 0:
             self._prepare_pulse(options)
@@ -228,8 +243,7 @@ class LatentPath:
         """The pulse curve (0..1, before the strength) at each frame index; zeros with no pulse."""
         if self._pulse is None:
             return np.zeros(len(frames))
-        times = np.asarray(frames, dtype=np.float64) / float(self.fps)
-        return np.interp(times, self._pulse_times, self._pulse)
+        return np.interp(self.times(frames), self._pulse_times, self._pulse)
 
     def column_positions(self) -> np.ndarray:
         """The path position u at each spectrogram column (a copy)."""
@@ -237,8 +251,14 @@ class LatentPath:
 
     def positions(self, frames: np.ndarray) -> np.ndarray:
         """The path position u (inflection point index + fraction) at each frame index."""
-        times = np.asarray(frames, dtype=np.float64) / float(self.fps)
-        return np.interp(times, self._column_times, self._u)
+        return np.interp(self.times(frames), self._column_times, self._u)
+
+    def times(self, frames: np.ndarray) -> np.ndarray:
+        """Each frame's time in seconds on the full path: (start_s * fps + f) / fps, so a
+        section starting on one of the full path's frames gives exactly that frame's times."""
+        frames = np.asarray(frames, dtype=np.float64)
+        fps = float(self.fps)
+        return (frames if not self.start_s else self.start_s * fps + frames) / fps
 
     def frames(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """z [B, 128] (already scaled by truncation) and class vectors [B, 1000] for frames start..stop-1."""

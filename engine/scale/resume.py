@@ -60,11 +60,13 @@ _AAC_CONTAINERS = (".mp4", ".m4a", ".m4v", ".mov")
 
 def copyable_soundtrack(job: RenderJob) -> Path | None:
     """The input itself where its soundtrack can be copied instead of re-encoded: AAC in an
-    mp4/mov, the whole of it (no excerpt), no other bit rate asked for; None otherwise."""
+    mp4/mov, the whole of it (no excerpt or section), no other bit rate asked for; None otherwise."""
     source, info = job.source, job.source.info
     if info.codec != "aac" or info.path.suffix.lower() not in _AAC_CONTAINERS or not info.exact:
         return None
-    if source.start or source.duration is not None or job.analysis.num_samples < info.num_samples:
+    if source.start or source.duration is not None or job.section is not None:
+        return None
+    if job.analysis.num_samples < info.num_samples:
         return None
     return None if job.options.encode.audio_bitrate else info.path
 

@@ -30,6 +30,7 @@ _LAZY = {
     "ModelOptions": "ganterp_fast.engine.options",
     "OutputOptions": "ganterp_fast.engine.options",
     "PathOptions": "ganterp_fast.engine.latent.path",
+    "Section": "ganterp_fast.engine.audio.excerpt",
     "EncodeOptions": "ganterp_fast.engine.video.encode",
     "Generator": "ganterp_fast.engine.backends.onnxruntime_generator",
     "GanterpError": "ganterp_fast.engine.errors",
