@@ -84,13 +84,16 @@ def run_once(label: str, cache: Path, output: Path, pythonpath: Path | None) -> 
     return record
 
 
-def measure(label: str, runs: int, pythonpath: Path | None, work: Path) -> dict[str, Any]:
-    """`runs` pairs of (first use on an empty cache, cached), each run in a fresh process."""
-    first, cached = [], []
-    for index in range(runs):
-        cache = work / f"{label}-cache-{index}"
-        first.append(run_once(f"{label} first use {index + 1}", cache, work / f"{label}-first-{index}.mp4", pythonpath))
-        cached.append(run_once(f"{label} cached {index + 1}", cache, work / f"{label}-cached-{index}.mp4", pythonpath))
+def pair(label: str, index: int, pythonpath: Path | None, work: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """First use on an empty cache, then cached on that cache: each run in a fresh process."""
+    cache = work / f"{label}-cache-{index}"
+    first = run_once(f"{label} first use {index + 1}", cache, work / f"{label}-first-{index}.mp4", pythonpath)
+    cached = run_once(f"{label} cached {index + 1}", cache, work / f"{label}-cached-{index}.mp4", pythonpath)
+    return first, cached
+
+
+def summarise(first: list[dict[str, Any]], cached: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the runs: walls, the preparation both ways, the ratios, the export's steps."""
     first_wall = statistics.median(r["wall_s"] for r in first)
     cached_wall = statistics.median(r["wall_s"] for r in cached)
     preparation = first_wall - cached_wall
@@ -143,12 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="folder for first_use.md/.json (e.g. benchmarks/results)")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
-    results: dict[str, dict[str, Any]] = {}
+    codes: dict[str, tuple[str, Path | None]] = {"this code": ("after", None)}
+    if args.before:
+        codes[f"before ({args.before})"] = ("before", before_tree(args.before))
+    runs: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {name: ([], []) for name in codes}
     with tempfile.TemporaryDirectory(prefix="ganterp-first-use-") as folder:
-        work = Path(folder)
-        results["this code"] = measure("after", args.runs, None, work)
-        if args.before:
-            results[f"before ({args.before})"] = measure("before", args.runs, before_tree(args.before), work)
+        for index in range(args.runs):  # rounds alternate the codes, so a busy spell hits both
+            for name, (label, pythonpath) in codes.items():
+                first, cached = pair(label, index, pythonpath, Path(folder))
+                runs[name][0].append(first)
+                runs[name][1].append(cached)
+    results = {name: summarise(*pairs) for name, pairs in runs.items()}
     load = (load_before, os.getloadavg()[0])
     record = {"command": " ".join(["ganterp-fast", *COMMAND]), "target_ratio": TARGET_RATIO, "load_1min": load}
     write_results("first_use", {**record, "results": results}, table(results, load), args.out)
