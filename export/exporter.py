@@ -38,16 +38,14 @@ from ganterp_fast.engine.errors import InputError, ModelError
 from .checkpoint import (
     DEFAULT_CHANNEL_WIDTH,
     LoadedModel,
-    describe,
     load_source,
     read_config,
     resolution_of,
-    state_dict_sha256,
 )
 from .graph import PRECISIONS, ExportableBigGAN
 from .metadata import stamp
 from .parity import PARITY_CASES, check_parity, sample_inputs
-from .random_weights import make_random_biggan
+from .random_weights import random_source
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +151,7 @@ def _export_float(
     text = os.fspath(source)
     if weights == "random":
         steps.begin("weights", f"seeded random weights in the architecture of {text} (seed {seed})")
-        loaded = _random_source(source, seed, resolution)
+        loaded = random_source(source, seed=seed, resolution=resolution)
     else:
         steps.begin("weights", f"loading the weights of {text}")
         loaded = load_source(source)
@@ -296,34 +294,6 @@ def _export_int8(
         seconds=time.perf_counter() - started,
         metadata=metadata,
         steps=dict(steps.times),
-    )
-
-
-def _random_source(source: str | os.PathLike[str], seed: int, resolution: int | None) -> LoadedModel:
-    """Random weights in the architecture a name (or a checkpoint directory's config) describes."""
-    text = os.fspath(source)
-    if text in PRETRAINED_NAMES:
-        named = int(text.rsplit("-", 1)[1])
-        if resolution is not None and resolution != named:
-            raise InputError(f"resolution {resolution} contradicts {text}")
-        model = make_random_biggan(named, seed=seed)
-        base = text
-    elif Path(text).is_dir() and (Path(text) / "config.json").is_file():
-        config = read_config(Path(text) / "config.json")
-        model = make_random_biggan(config=config, seed=seed)
-        base = f"biggan-deep-{resolution_of(config)}-cw{config.channel_width}"
-    else:
-        raise InputError(
-            f"random weights need an architecture: a name ({', '.join(PRETRAINED_NAMES)}) "
-            f"or a checkpoint directory with a config.json, not {text!r}"
-        )
-    arch = describe(model.config)
-    return LoadedModel(
-        model,
-        f"{base}-random-seed{seed}",
-        f"random:{base}:seed={seed}",
-        state_dict_sha256(model.state_dict()),
-        arch["resolution"],
     )
 
 

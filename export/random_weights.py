@@ -32,7 +32,19 @@ from pytorch_pretrained_biggan import BigGAN, BigGANConfig
 from pytorch_pretrained_biggan.model import BigGANBatchNorm, GenBlock, Generator
 from threadpoolctl import threadpool_limits
 
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, make_config, resolution_of
+from ganterp_fast.engine.backends.contract import PRETRAINED_NAMES
+from ganterp_fast.engine.errors import InputError
+
+from .checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    LoadedModel,
+    describe,
+    make_config,
+    read_config,
+    resolution_of,
+    state_dict_sha256,
+)
 
 log = logging.getLogger(__name__)
 
@@ -204,3 +216,31 @@ def _interpolate_rows(values: torch.Tensor, anchors: list[int], n_rows: int) -> 
         weight = torch.linspace(0.0, 1.0, stop - start + 1, dtype=values.dtype)[:, None]
         out[start : stop + 1] = values[index] * (1 - weight) + values[index + 1] * weight
     return out
+
+
+def random_source(source: str | os.PathLike[str], *, seed: int, resolution: int | None = None) -> LoadedModel:
+    """Random weights in the architecture a name (or a checkpoint directory's config) describes, for the exporter."""
+    text = os.fspath(source)
+    if text in PRETRAINED_NAMES:
+        named = int(text.rsplit("-", 1)[1])
+        if resolution is not None and resolution != named:
+            raise InputError(f"resolution {resolution} contradicts {text}")
+        model = make_random_biggan(named, seed=seed)
+        base = text
+    elif Path(text).is_dir() and (Path(text) / "config.json").is_file():
+        config = read_config(Path(text) / "config.json")
+        model = make_random_biggan(config=config, seed=seed)
+        base = f"biggan-deep-{resolution_of(config)}-cw{config.channel_width}"
+    else:
+        raise InputError(
+            f"random weights need an architecture: a name ({', '.join(PRETRAINED_NAMES)}) "
+            f"or a checkpoint directory with a config.json, not {text!r}"
+        )
+    arch = describe(model.config)
+    return LoadedModel(
+        model,
+        f"{base}-random-seed{seed}",
+        f"random:{base}:seed={seed}",
+        state_dict_sha256(model.state_dict()),
+        arch["resolution"],
+    )

@@ -64,6 +64,8 @@ def test_cache_key_fields(tiny_checkpoint: Path) -> None:
     random0 = models.cache_key(str(tiny_checkpoint), precision="fp32", weights="random", seed=0)
     random1 = models.cache_key(str(tiny_checkpoint), precision="fp32", weights="random", seed=1)
     assert len({repr(k) for k in (key, fp16, random0, random1)}) == 4
+    # The drawing's version is in the key: a model cached with other random values is never reused.
+    assert random0["source"]["weights"] == f"random-v{models.RANDOM_WEIGHTS_VERSION}-seed0"
     named = models.cache_key("biggan-deep-256", precision="fp16", weights=None, seed=0)
     assert named["source"] == {"kind": "pretrained", "name": "biggan-deep-256", "weights": "biggan-deep-256"}
 
