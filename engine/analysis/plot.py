@@ -41,21 +41,34 @@ def plot_analysis(
     except ImportError:
         raise MissingExtraError("--plot", "plot") from None
 
-    times = analysis.column_times()
     onsets = analysis.onset_envelope
     rows = 4 if onsets is not None else 3
     fig, axes = plt.subplots(rows, 1, figsize=(12, 2.7 * rows), sharex=True, constrained_layout=True)
-    ax_spec, ax_signal, ax_alpha = axes[:3]
     title = os.path.basename(analysis.source) if analysis.source else "audio"
     fig.suptitle(
         f"{title}: {analysis.duration_s:.1f} s at {analysis.sample_rate} Hz, "
         f"{len(analysis.inflection_points)} inflection points"
     )
+    cues = latent if getattr(latent, "options", None) is not None and latent.options.cues is not None else None
+    _spectrogram_panel(axes[0], analysis)
+    _signal_panel(axes[1], analysis)
+    _alpha_panel(axes[2], analysis, cues)
+    if onsets is not None:
+        _onset_panel(axes[3], analysis)
+    axes[-1].set_xlabel("time (s)")
+    axes[-1].set_xlim(0, max(analysis.duration_s, 1e-3))
+    try:
+        with atomic_output(path, overwrite=overwrite) as temporary:
+            fig.savefig(temporary, dpi=110, format=image_format)
+    finally:
+        plt.close(fig)
 
+
+def _spectrogram_panel(ax: Any, analysis: Analysis) -> None:
     image = analysis.plot_spectrogram
     if image is not None:
         low, high = np.percentile(image, [5, 99.5])
-        ax_spec.imshow(
+        ax.imshow(
             image,
             origin="lower",
             aspect="auto",
@@ -65,19 +78,21 @@ def plot_analysis(
             cmap="magma",
             interpolation="nearest",
         )
-    ax_spec.set_ylabel("frequency (kHz)")
-    ax_spec.set_title("spectrogram (dB)", loc="left", fontsize=9)
+    ax.set_ylabel("frequency (kHz)")
+    ax.set_title("spectrogram (dB)", loc="left", fontsize=9)
 
+
+def _signal_panel(ax: Any, analysis: Analysis) -> None:
+    """The TV distances, the smoothed signal, the inflection points (before snapping too) and the beats."""
+    times = analysis.column_times()
     tv_times = times[1:] if len(times) > 1 else times
-    ax_signal.plot(tv_times[: len(analysis.tv)], analysis.tv, color="0.75", linewidth=0.5, label="TV distance")
-    ax_signal.plot(times, analysis.signal, color="tab:blue", linewidth=1.0, label="smoothed signal")
+    ax.plot(tv_times[: len(analysis.tv)], analysis.tv, color="0.75", linewidth=0.5, label="TV distance")
+    ax.plot(times, analysis.signal, color="tab:blue", linewidth=1.0, label="smoothed signal")
     points = analysis.inflection_points
-    ax_signal.scatter(
-        times[points], analysis.signal[points], color="tab:red", zorder=3, s=18, label="inflection points"
-    )
+    ax.scatter(times[points], analysis.signal[points], color="tab:red", zorder=3, s=18, label="inflection points")
     if analysis.unsnapped_points is not None:
         before = analysis.unsnapped_points
-        ax_signal.scatter(
+        ax.scatter(
             times[before],
             analysis.signal[before],
             facecolors="none",
@@ -87,50 +102,46 @@ def plot_analysis(
             label="before snapping to beats",
         )
     if analysis.beat_times is not None:
-        ax_signal.vlines(
+        ax.vlines(
             analysis.beat_times,
             0,
             1,
-            transform=ax_signal.get_xaxis_transform(),
+            transform=ax.get_xaxis_transform(),
             color="tab:orange",
             linewidth=0.5,
             alpha=0.6,
             label="beats",
         )
-    cues = getattr(latent, "options", None) is not None and latent.options.cues is not None
-    if cues:
+    upper = float(analysis.signal.max()) if len(analysis.signal) else 1.0
+    ax.set_ylim(0, max(upper * 1.3, 1e-3))
+    ax.set_ylabel("normalised TV")
+    ax.legend(loc="upper right", fontsize=8)
+
+
+def _alpha_panel(ax: Any, analysis: Analysis, cues: Any) -> None:
+    """The alphas, with the inflection points, or with the cues of `cues` (a LatentPath) and their classes."""
+    times = analysis.column_times()
+    alphas = analysis.alphas
+    if cues is not None:
         from ganterp_fast.engine.latent.classes import all_classes
 
-        for t, cls in latent.schedule():
-            ax_alpha.axvline(t, color="tab:purple", linewidth=0.8)
-            ax_alpha.text(t, 1.0, f" {all_classes()[cls].name}", rotation=90, va="top", fontsize=7)
-        ax_alpha.set_title("cues (alphas between them follow the signal)", loc="left", fontsize=9)
+        for t, cls in cues.schedule():
+            ax.axvline(t, color="tab:purple", linewidth=0.8)
+            ax.text(t, 1.0, f" {all_classes()[cls].name}", rotation=90, va="top", fontsize=7)
+        ax.set_title("cues (alphas between them follow the signal)", loc="left", fontsize=9)
+        u = cues.column_positions()  # the alphas the cues give: the fraction of the way from one cue to the next
+        alphas = np.where(u >= cues.num_points - 1, 1.0, u - np.floor(u))
     else:
-        for t in times[points]:
-            ax_alpha.axvline(t, color="tab:red", linewidth=0.6, alpha=0.5)
-    upper = float(analysis.signal.max()) if len(analysis.signal) else 1.0
-    ax_signal.set_ylim(0, max(upper * 1.3, 1e-3))
-    ax_signal.set_ylabel("normalised TV")
-    ax_signal.legend(loc="upper right", fontsize=8)
+        for t in times[analysis.inflection_points]:
+            ax.axvline(t, color="tab:red", linewidth=0.6, alpha=0.5)
+    ax.plot(times, alphas, color="tab:green", linewidth=1.0)
+    ax.set_ylabel("alpha")
+    ax.set_ylim(-0.02, 1.02)
 
-    alphas = analysis.alphas
-    if cues:  # the alphas the cues give: the fraction of the way from one cue to the next
-        u = latent.column_positions()
-        alphas = np.where(u >= latent.num_points - 1, 1.0, u - np.floor(u))
-    ax_alpha.plot(times, alphas, color="tab:green", linewidth=1.0)
-    ax_alpha.set_ylabel("alpha")
-    ax_alpha.set_ylim(-0.02, 1.02)
-    if onsets is not None:
-        ax_onset = axes[3]
-        onset_times = np.arange(len(onsets)) * analysis.onset_hop_length / analysis.sample_rate
-        ax_onset.plot(onset_times, onsets, color="tab:orange", linewidth=0.6)
-        ax_onset.set_ylabel("onset strength")
-        ax_onset.set_title("onset strength envelope (librosa; drives --pulse)", loc="left", fontsize=9)
-    axes[-1].set_xlabel("time (s)")
-    ax_alpha.set_xlim(0, max(analysis.duration_s, 1e-3))
 
-    try:
-        with atomic_output(path, overwrite=overwrite) as temporary:
-            fig.savefig(temporary, dpi=110, format=image_format)
-    finally:
-        plt.close(fig)
+def _onset_panel(ax: Any, analysis: Analysis) -> None:
+    onsets = analysis.onset_envelope
+    onset_times = np.arange(len(onsets)) * analysis.onset_hop_length / analysis.sample_rate
+    ax.plot(onset_times, onsets, color="tab:orange", linewidth=0.6)
+    ax.set_ylabel("onset strength")
+    ax.set_title("onset strength envelope (librosa; drives --pulse)", loc="left", fontsize=9)
