@@ -13,6 +13,7 @@ from ganterp_fast.engine.analysis.analyze import analyze
 from ganterp_fast.engine.analysis.plot import plot_format
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.files import atomic_output, check_output, same_file
+from ganterp_fast.engine.latent.classes import class_label
 from ganterp_fast.engine.latent.cue_files import cue_format, format_sheet
 from ganterp_fast.engine.latent.cue_sheet import sheet_from_path
 from ganterp_fast.engine.latent.path import LatentPath
@@ -86,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"{len(times)} inflection points (s): {shown}")
         if path_options.cues is not None or options.snap_to_beats:
-            cues = ", ".join(f"{t:.2f}:{c}" for t, c in latent.schedule()[:20])
-            print(f"{latent.num_points} cues (s:class): {cues}" + (" ..." if latent.num_points > 20 else ""))
+            cues = ", ".join(f"{t:.2f}s {class_label(c)}" for t, c in latent.schedule()[:20])
+            print(f"{latent.num_points} cues: {cues}" + (" ..." if latent.num_points > 20 else ""))
         for label, path in (("json", args.json), ("plot", args.plot), ("cues", args.cues)):
             if path:
                 print(f"{label}: {path}")

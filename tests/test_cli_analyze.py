@@ -64,6 +64,12 @@ def test_summary_excerpt_and_plot(song, tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
 
 
+def test_summary_names_the_classes_of_the_cues(song):
+    result = cli("analyze", song, "--classes-at", "0:00 jellyfish, 0:03 107, 0:05.5 volcano")
+    assert result.returncode == 0, result.stderr
+    assert "3 cues: 0.00s 107 (jellyfish), 3.00s 107 (jellyfish), 5.50s 980 (volcano)" in result.stdout
+
+
 def test_outputs_get_the_umask_permissions(song, tmp_path):
     out, plot = tmp_path / "a.json", tmp_path / "a.png"
     code = (
