@@ -127,38 +127,15 @@ def quantize_int8(
             prepared, work, convs, attention, settings, lambda: _CalibrationReader(seed, calibration_batches)
         )
         base = _base_metadata(fp32_metadata, source, settings, seed, calibration_batches, min_psnr)
-        attempts: dict[int, tuple[float, dict[str, float], Path]] = {}
-
-        def attempt(float_convs: int) -> bool:
-            candidate = quantizer.build(float_convs)
-            write_metadata(candidate, base)
-            generator = Generator(candidate, device="cpu")
-            if generator.precision != "int8":
-                raise ModelError(f"the engine reads {candidate} as {generator.precision}, not int8")
-            figures = _compare(reference, _frames(generator, heldout))
-            del generator
-            log.info(
-                "int8 with %d/%d leading convolutions in fp32: PSNR %.2f dB against fp32",
-                float_convs,
-                len(convs),
-                figures["psnr_db"],
-            )
-            passed = figures["psnr_db"] >= min_psnr
-            # Keep only the latest passing candidate: each one passing keeps fewer convs fp32.
-            for stale in [entry[2] for entry in attempts.values()] if passed else [candidate]:
-                stale.unlink(missing_ok=True)
-            attempts[float_convs] = (figures["psnr_db"], figures, candidate)
-            return passed
-
-        chosen = _search(attempt, len(convs), settings.float_convs)
+        attempts = _Attempts(quantizer, base, reference, heldout, len(convs), min_psnr)
+        chosen = _search(attempts, len(convs), settings.float_convs)
         if chosen is None:
-            tried = ", ".join(f"{k} fp32: {v[0]:.1f} dB" for k, v in attempts.items())
             raise ModelError(
                 f"int8 quantisation of {source} misses the quality gate: PSNR against fp32 "
-                f"{max(v[0] for v in attempts.values()):.1f} dB at best, needs {min_psnr:g} dB "
-                f"(leading convolutions kept in fp32 -> PSNR: {tried}); use the fp32 model"
+                f"{attempts.best():.1f} dB at best, needs {min_psnr:g} dB "
+                f"(leading convolutions kept in fp32 -> PSNR: {attempts.tried()}); use the fp32 model"
             )
-        psnr, figures, candidate = attempts[chosen]
+        psnr, figures, candidate = attempts.results[chosen]
         share = mac_share(macs, convs[chosen:]) if macs else None
         metadata = {
             **base,
@@ -184,27 +161,77 @@ def quantize_int8(
         settings=settings,
         calibration_samples=calibration_batches * CALIBRATION_BATCH,
         heldout_samples=HELDOUT_SAMPLES,
-        attempts=tuple((k, v[0]) for k, v in attempts.items()),
+        attempts=tuple((k, v[0]) for k, v in attempts.results.items()),
         size_bytes=output.stat().st_size,
         seconds=time.perf_counter() - started,
         metadata=metadata,
     )
+    _log_report(report, len(convs) + 1)
+    return report
+
+
+class _Attempts:
+    """One candidate per number of leading fp32 convolutions, built, read by the engine and
+    measured against fp32; only the latest passing candidate's file is kept."""
+
+    def __init__(
+        self,
+        quantizer: Quantizer,
+        metadata: dict[str, str],
+        reference: np.ndarray,
+        heldout: tuple[np.ndarray, np.ndarray, np.ndarray],
+        convs: int,
+        min_psnr: float,
+    ) -> None:
+        self.quantizer, self.metadata, self.reference, self.heldout = quantizer, metadata, reference, heldout
+        self.convs, self.min_psnr = convs, min_psnr
+        self.results: dict[int, tuple[float, dict[str, float], Path]] = {}
+
+    def __call__(self, float_convs: int) -> bool:
+        candidate = self.quantizer.build(float_convs)
+        write_metadata(candidate, self.metadata)
+        generator = Generator(candidate, device="cpu")
+        if generator.precision != "int8":
+            raise ModelError(f"the engine reads {candidate} as {generator.precision}, not int8")
+        figures = _compare(self.reference, _frames(generator, self.heldout))
+        del generator
+        log.info(
+            "int8 with %d/%d leading convolutions in fp32: PSNR %.2f dB against fp32",
+            float_convs,
+            self.convs,
+            figures["psnr_db"],
+        )
+        passed = figures["psnr_db"] >= self.min_psnr
+        # Keep only the latest passing candidate: each one passing keeps fewer convs fp32.
+        for stale in [entry[2] for entry in self.results.values()] if passed else [candidate]:
+            stale.unlink(missing_ok=True)
+        self.results[float_convs] = (figures["psnr_db"], figures, candidate)
+        return passed
+
+    def best(self) -> float:
+        return max(result[0] for result in self.results.values())
+
+    def tried(self) -> str:
+        return ", ".join(f"{k} fp32: {v[0]:.1f} dB" for k, v in self.results.items())
+
+
+def _log_report(report: QuantizeReport, layers: int) -> None:
+    share = report.int8_mac_share
     if share is not None and share < 0.5:
         log.warning(
             "only %.0f%% of the convolution work runs in int8 at %.1f dB; int8 gains little over fp32 for this model",
             100 * share,
-            psnr,
+            report.psnr_db,
         )
     log.info(
         "wrote %s (%.1f MB, %d/%d convolutions int8, PSNR %.2f dB) in %.1f s",
-        output,
+        report.path,
         report.size_bytes / 1e6,
         report.int8_convs,
-        len(convs) + 1,
-        psnr,
+        layers,
+        report.psnr_db,
         report.seconds,
     )
-    return report
 
 
 def _validate(
