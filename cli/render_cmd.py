@@ -160,7 +160,9 @@ def run(args: argparse.Namespace) -> int:
             f"{t.wall:.1f} s in all, {result.frames_per_second:.1f} frames/s on {result.device} "
             f"({', '.join(result.providers)}, batch {result.batch_size}; "
             f"model {t.model:.1f} s, analysis {t.analysis:.2f} s, path {t.path:.2f} s, "
-            f"inference {t.inference:.1f} s, {f'compose {t.compose:.1f} s, ' if t.compose else ''}"
+            f"inference {t.inference:.1f} s, "
+            f"{f'upscaler {result.upscaler} {t.upscale:.1f} s, ' if result.upscaler else ''}"
+            f"{f'compose {t.compose:.1f} s, ' if t.compose else ''}"
             f"encode {t.encode:.1f} s; bound by {t.bound()})"
         )
         if result.full_frames:

@@ -33,6 +33,7 @@ from ganterp_fast.engine.audio.source import Source, open_source
 from ganterp_fast.engine.backends.choice import FrameGenerator
 from ganterp_fast.engine.backends.plan import ModelPlan, plan_model
 from ganterp_fast.engine.backends.preparation import ModelProgress
+from ganterp_fast.engine.backends.upscaler import UpscalerPlan, open_upscaler, plan_upscaler, upscaled
 from ganterp_fast.engine.errors import InputError, RenderError
 from ganterp_fast.engine.files import check_output, same_file
 from ganterp_fast.engine.latent.path import LatentPath, frame_count, parse_fps
@@ -62,14 +63,20 @@ class RenderJob:
     composition: Composition | None = None  # size, fit and layout (None: the generator's frames as they are)
     full_frames: int = 0  # a preview (OutputOptions.preview): the full render's frame count
     section: tuple[int, int] | None = None  # (first sample, samples) of the analysed audio rendered alone
+    upscaler: UpscalerPlan | None = None  # a learned upscaler between the generator and the compositor
+
+    @property
+    def frame_side(self) -> int:
+        """The side of the frames the compositor gets: the model's, times the upscaler's factor."""
+        return self.upscaler.output_size(self.model.resolution) if self.upscaler else self.model.resolution
 
     @property
     def width(self) -> int:
-        return self.composition.width if self.composition is not None else self.model.resolution
+        return self.composition.width if self.composition is not None else self.frame_side
 
     @property
     def height(self) -> int:
-        return self.composition.height if self.composition is not None else self.model.resolution
+        return self.composition.height if self.composition is not None else self.frame_side
 
     @property
     def soundtrack(self) -> Source:
@@ -113,6 +120,8 @@ class RenderJob:
         }
         if self.section is not None:  # a section rendered alone
             facts["section"] = list(self.section)
+        if self.upscaler is not None:  # its file's bytes, factor and tiles
+            facts["upscaler"] = asdict(self.upscaler)
         return facts
 
     def segments(self, seconds: float = SEGMENT_SECONDS, *, workers: int = 1) -> list[tuple[int, int]]:
@@ -141,6 +150,7 @@ class RenderJob:
             height=self.height,
             full_frames=self.full_frames,
             section_s=self.section_s,
+            upscaler=f"{self.upscaler.name} x{self.upscaler.factor}" if self.upscaler else "",
         )
 
     # ------------------------------------------------------------------ running
@@ -196,12 +206,21 @@ class RenderJob:
             name="ganterp-generator",
             failure=lambda exc: RenderError(f"the generator failed after {made[0]} frames: {reason(exc)}"),
         )
+        if self.upscaler is not None:  # on the generator's device, its own thread
+            device_id = getattr(generator, "device_id", 0)
+            upscaler = open_upscaler(
+                self.upscaler, device=generator.device, device_id=device_id, threads=self.model.options.threads
+            )
+            frames = upscaled(frames, upscaler, on_time=self._add_upscale_time)
         if self.composition is None or self.composition.identity:
             return frames
         return composed(frames, Compositor(self.composition, self.fps, start), on_time=self._add_compose_time)
 
     def _add_compose_time(self, seconds: float) -> None:
         self.times.compose += seconds
+
+    def _add_upscale_time(self, seconds: float) -> None:
+        self.times.upscale += seconds
 
     def run(
         self,
@@ -327,7 +346,9 @@ def prepare(
     started = time.perf_counter()
     model = plan_model(options.model)
     times.model = time.perf_counter() - started
-    composition = _plan_output(options, source, model.resolution)  # a layout with no video fails here
+    upscaler = plan_upscaler(options.model, model.resolution)
+    side = upscaler.output_size(model.resolution) if upscaler else model.resolution
+    composition = _plan_output(options, source, side)  # a layout with no video fails here
 
     _reporter(progress)("analysis")
     started = time.perf_counter()
@@ -365,6 +386,7 @@ def prepare(
         composition=composition,
         full_frames=full_frames,
         section=samples,
+        upscaler=upscaler,
     )
 
 

@@ -10,6 +10,7 @@ beside the options (`source.open_source`, `render(start=...)`). Every field is d
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -29,6 +30,16 @@ def _device(value: Any) -> str:
     """One of DEVICES or cuda:N, in its plain form ("CUDA:1 " -> "cuda:1")."""
     by_parser(parse_device, "device")(value)
     return str(value).strip().lower()
+
+
+def _upscaler_file(value: Any) -> str:
+    """The path of an existing file (its graph is read when the model is planned)."""
+    if not isinstance(value, (str, os.PathLike)) or not os.path.isfile(value):
+        raise ValueError(
+            f"{value}: no such file; give a super-resolution .onnx (one float NCHW RGB input in [0, 1], "
+            "its output the same scaled by a whole factor, as Real-ESRGAN's exports)"
+        )
+    return os.fspath(value)
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,30 @@ class ModelOptions(Options):
         False,
         flag="--tensorrt",
         help="CUDA: run through ONNX Runtime's TensorRT provider (fp16; the engine is built once and cached)",
+    )
+    upscaler: str | None = option(
+        None,
+        flag="--upscaler",
+        parse=str,
+        check=optional(_upscaler_file),
+        metavar="SR.onnx",
+        help="a learned super-resolution model (Real-ESRGAN-style ONNX: NCHW float RGB in [0, 1] in, the same "
+        "x2 or x4 out) run on the generator's frames, on its device, before --size and --fit",
+    )
+    upscaler_tile: int = option(
+        512,
+        flag="--upscaler-tile",
+        check=whole(0, note="0: whole frames"),
+        metavar="PX",
+        help="--upscaler: frames with a side over PX are upscaled in tiles of PX (less memory); 0: whole frames",
+    )
+    upscaler_overlap: int = option(
+        16,
+        flag="--upscaler-overlap",
+        check=whole(0),
+        metavar="PX",
+        help="--upscaler: context around each tile, cropped from its output (exact where it covers the "
+        "model's receptive field)",
     )
 
 

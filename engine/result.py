@@ -19,12 +19,13 @@ class StageTimes:
     inference: float = 0.0
     encode: float = 0.0
     compose: float = 0.0  # scaling and layout (its own thread), 0 where the frames are the output
+    upscale: float = 0.0  # the learned upscaler (its own thread), 0 without one
     render: float = 0.0  # the frames' loop of `run`, from the first batch asked for to the file closed
     wall: float = 0.0
 
     def bound(self) -> str:
         """The stage the pipeline waited on most."""
-        stages = {"inference": self.inference, "encode": self.encode, "compose": self.compose}
+        stages = {"inference": self.inference, "encode": self.encode, "compose": self.compose, "upscale": self.upscale}
         return max(stages, key=stages.__getitem__)
 
 
@@ -55,6 +56,7 @@ class RenderResult:
     height: int = 0
     full_frames: int = 0  # a preview: the full render's frame count (0 otherwise)
     section_s: tuple[float, float] | None = None  # a section rendered alone: (start, duration) in seconds
+    upscaler: str = ""  # the learned upscaler and its factor ("realesrgan.onnx x4"); "" without one
 
     @property
     def duration_s(self) -> float:
