@@ -51,7 +51,8 @@ class ModelOptions(Options):
         flag="--model",
         check=str,
         help="biggan-deep-128|256|512 (pretrained, fetched once), a checkpoint directory (config.json + "
-        "pytorch_model.bin), or an exported .onnx",
+        "pytorch_model.bin), an exported .onnx, or a model on the Hugging Face Hub: hf:OWNER/REPO (a checkpoint) "
+        "or hf:OWNER/REPO/FILE.onnx, with an optional @REVISION (cached; HF_HUB_OFFLINE=1 uses the cache alone)",
     )
     weights: str | None = option(
         None,

@@ -1,8 +1,11 @@
 """BigGAN-deep checkpoints: architectures, pretrained download, strict loading, hashing.
 
 A model source is one of the pretrained names (`biggan-deep-128|256|512`, fetched and cached
-by pytorch-pretrained-biggan's own loader) or a directory in that package's layout
-(`config.json` + `pytorch_model.bin`), which loads offline. pytorch-pretrained-biggan loads
+by pytorch-pretrained-biggan's own loader from its legacy address, else from the Hugging Face
+Hub's copy where one exists: `engine.backends.hub.PRETRAINED_HUB`), a directory in that
+package's layout (`config.json` + `pytorch_model.bin`), which loads offline, or such a
+checkpoint on the Hub (`hf:OWNER/REPO[@REVISION]`). Weights load as data only
+(`torch.load(weights_only=True)`): a pickle holding code is refused. pytorch-pretrained-biggan loads
 state dicts with `strict=False`, silently ignoring wrong keys: here every key and shape is
 checked and a mismatch is a `ModelError`.
 """
@@ -20,9 +23,10 @@ from typing import Any
 import torch
 from pytorch_pretrained_biggan import BigGAN, BigGANConfig
 
+from ganterp_fast.engine.backends import hub
 from ganterp_fast.engine.backends.contract import CONFIG_NAME, NUM_CLASSES, PRETRAINED_NAMES, WEIGHTS_NAME, Z_DIM
 from ganterp_fast.engine.cache import file_sha256
-from ganterp_fast.engine.errors import InputError, ModelError
+from ganterp_fast.engine.errors import InputError, MissingExtraError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,11 @@ def load_source(source: str | os.PathLike[str]) -> LoadedModel:
     if text in PRETRAINED_NAMES:
         config_path, weights_path = _fetch_pretrained(text)
         name = text
+    elif hub.is_hub_spec(text):
+        spec = hub.parse_spec(text)
+        directory = hub.checkpoint_directory(spec)
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        name, text = spec.repo_id.rsplit("/", 1)[1], hub.source_label(spec, directory)
     else:
         directory = Path(text)
         if not directory.is_dir():
@@ -222,8 +231,10 @@ def _biggan_cache_dir() -> str:
 def _fetch_pretrained(name: str) -> tuple[Path, Path]:
     """Config and weights of a pretrained model, downloaded once by the package's loader.
 
-    Offline, a copy already in the package's cache is used; without one the error names the
-    two offline alternatives.
+    Where the legacy address fails, a copy already in the package's cache is used, else the
+    Hub's copy (`hub.PRETRAINED_HUB`: its cache offline); without one the error names the
+    offline alternatives. Legacy first: the same bytes every earlier export and existing
+    cache of this name came from; the Hub's copy is a re-upload by a third party.
     """
     from pytorch_pretrained_biggan import file_utils
     from pytorch_pretrained_biggan import model as biggan_model
@@ -231,6 +242,8 @@ def _fetch_pretrained(name: str) -> tuple[Path, Path]:
     urls = (biggan_model.PRETRAINED_CONFIG_ARCHIVE_MAP[name], biggan_model.PRETRAINED_MODEL_ARCHIVE_MAP[name])
     cache = _biggan_cache_dir()
     try:
+        if hub.offline():  # HF_HUB_OFFLINE: the legacy address (Hugging Face's old storage) is not asked either
+            raise OSError("HF_HUB_OFFLINE is set")
         _probe(urls[0])
         paths = tuple(Path(file_utils.cached_path(url, cache_dir=cache)) for url in urls)
     except (OSError, ValueError) as exc:  # requests' errors derive from OSError
@@ -240,6 +253,16 @@ def _fetch_pretrained(name: str) -> tuple[Path, Path]:
             return cached[0], cached[1]  # type: ignore[return-value]
         reason = f"{type(exc).__name__}: {exc}"
         reason = reason if len(reason) <= 160 else reason[:157] + "..."
+        try:
+            directory = hub.pretrained_directory(name)
+        except (ModelError, MissingExtraError) as hub_exc:
+            reason += f"; nor from the Hugging Face Hub: {hub_exc}"
+            directory = None
+        if directory is not None:
+            log.warning(
+                "cannot fetch %s from its legacy address (%s); using the Hub's copy %s", name, reason, directory
+            )
+            return directory / CONFIG_NAME, directory / WEIGHTS_NAME
         raise ModelError(
             f"could not fetch the pretrained weights of {name} ({reason}). "
             f"Offline, pass a local checkpoint directory holding {CONFIG_NAME} and {WEIGHTS_NAME} "

@@ -15,11 +15,13 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """GANTERP_CACHE_DIR (and pytorch-pretrained-biggan's download cache) in a temporary folder."""
+    """GANTERP_CACHE_DIR (and pytorch-pretrained-biggan's and the Hugging Face Hub's download caches) in a temporary
+    folder."""
     root = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GANTERP_CACHE_DIR", str(root / "ganterp"))
         patch.setenv("PYTORCH_PRETRAINED_BIGGAN_CACHE", str(root / "biggan"))
+        patch.setenv("HF_HUB_CACHE", str(root / "huggingface"))
         yield root / "ganterp"
 
 

@@ -146,13 +146,17 @@ def frames_psnr(frames: np.ndarray, reference: np.ndarray) -> float:
 
 MAKE_ONE = "make one with: ganterp-fast export biggan-deep-128 -o model.onnx"
 MODEL_CHOICES = (
-    "an .onnx made by 'ganterp-fast export', a model name (biggan-deep-128|256|512) or a checkpoint directory"
+    "an .onnx made by 'ganterp-fast export', a model name (biggan-deep-128|256|512), a checkpoint directory "
+    "or a Hub model (hf:OWNER/REPO[/FILE.onnx])"
 )
 
 
 def is_ready_model(model: str | os.PathLike[str]) -> bool:
     """Whether `model` names a ready .onnx (used as it is) rather than a model name or checkpoint directory."""
-    return os.fspath(model).lower().endswith(".onnx")
+    text = os.fspath(model)
+    if text.startswith("hf:"):  # hf:OWNER/REPO/FILE.onnx[@REVISION] (engine.backends.hub)
+        text = text.partition("@")[0]
+    return text.lower().endswith(".onnx")
 
 
 def ready_model(model: str | os.PathLike[str], *, weights: str | None = None) -> Path | None:
@@ -165,6 +169,10 @@ def ready_model(model: str | os.PathLike[str], *, weights: str | None = None) ->
     path = Path(os.fspath(model)).expanduser()
     if weights is not None:
         raise InputError(f"--weights {weights} applies to a model name or checkpoint, not to the ready model {path}")
+    if os.fspath(model).startswith("hf:"):  # downloaded into the Hub's cache once
+        from ganterp_fast.engine.backends.hub import hub_model
+
+        return hub_model(os.fspath(model))
     if not path.is_file():
         raise InputError(f"model file {path} does not exist; give {MODEL_CHOICES}")
     return path

@@ -1,7 +1,8 @@
 """What `--model` means, and the cache of exported models.
 
-A model is a ready `.onnx` file (used as is), a pretrained name (`biggan-deep-128|256|512`)
-or a checkpoint directory (`config.json` + `pytorch_model.bin`). Names and directories are
+A model is a ready `.onnx` file (used as is), a pretrained name (`biggan-deep-128|256|512`),
+a checkpoint directory (`config.json` + `pytorch_model.bin`) or either of those two on the
+Hugging Face Hub (`hf:OWNER/REPO[/FILE.onnx]`, `engine.backends.hub`). Names and directories are
 exported once into the cache (`$GANTERP_CACHE_DIR`, default the user cache directory) and
 reused: entries are keyed by source, weights hash, precision and exporter version, written
 atomically under a file lock, and come with a sidecar holding their sha256 and size, so a
@@ -31,6 +32,7 @@ from ganterp_fast.engine.backends.contract import (
     WEIGHTS_NAME,
     ready_model,
 )
+from ganterp_fast.engine.backends.hub import checkpoint_directory, is_hub_spec, parse_spec
 from ganterp_fast.engine.backends.preparation import ModelProgress, Preparation
 from ganterp_fast.engine.cache import CACHE_ENV, cache_dir, file_sha256
 from ganterp_fast.engine.errors import InputError, MissingExtraError
@@ -88,6 +90,8 @@ def resolve_model(
         log.info("model cache miss: exporting %s (%s) to %s", text, precision, entry)
         export = _import_export()
         steps = Preparation(progress)  # the export lays out the plan; the sidecar belongs to its last step
+        if is_hub_spec(text) and weights == "random":  # random weights need the architecture only: the local copy
+            text = str(checkpoint_directory(parse_spec(text)))
         export.export_model(text, entry, precision=precision, weights=weights, seed=seed, progress=steps)
         _write_sidecar(entry, key)
         steps.finish()
@@ -102,6 +106,11 @@ def cache_key(model: str, *, precision: str, weights: str | None, seed: int) -> 
         source: dict[str, Any] = {"kind": "pretrained", "name": model}
         source["weights"] = random if weights == "random" else model
         return {**base, "source": source}
+    if is_hub_spec(model):  # the downloaded checkpoint's hashes, under the repository's name
+        spec = parse_spec(model)
+        key = cache_key(str(checkpoint_directory(spec)), precision=precision, weights=weights, seed=seed)
+        key["source"].update(kind="hub", name=spec.repo_id + (f"/{spec.file}" if spec.file else ""))
+        return key
     directory = Path(model).expanduser()
     if directory.is_dir():
         config, checkpoint = directory / CONFIG_NAME, directory / WEIGHTS_NAME
@@ -112,7 +121,8 @@ def cache_key(model: str, *, precision: str, weights: str | None, seed: int) -> 
         return {**base, "source": source}
     raise InputError(
         f"model {model!r} is not one of: a pretrained name ({', '.join(PRETRAINED_NAMES)}), "
-        f"a checkpoint directory ({CONFIG_NAME} + {WEIGHTS_NAME}), or an existing .onnx file"
+        f"a checkpoint directory ({CONFIG_NAME} + {WEIGHTS_NAME}), an existing .onnx file, "
+        "or a Hub model (hf:OWNER/REPO[/FILE.onnx][@REVISION])"
     )
 
 
@@ -121,6 +131,8 @@ def model_resolution(model: str | os.PathLike[str]) -> int:
     text = os.fspath(model)
     if text in PRETRAINED_NAMES:
         return int(text.rsplit("-", 1)[1])
+    if is_hub_spec(text):
+        text = str(checkpoint_directory(parse_spec(text)))
     directory = Path(text).expanduser()
     config = directory / CONFIG_NAME
     if directory.is_dir() and config.is_file():
