@@ -71,7 +71,7 @@ class UpscalerPlan:
 
 def read_upscaler(path: str | os.PathLike[str], *, tile: int = 512, overlap: int = 16) -> UpscalerPlan:
     """The plan of the upscaler at `path`; `InputError` saying what is wrong and what an upscaler needs."""
-    file = Path(path)
+    file = Path(path).absolute()  # workers elsewhere in the tree (segments, Ray on this host) find it too
     if not file.is_file():
         raise InputError(f"upscaler {path} does not exist; {NEEDS}")
     stat = file.stat()
