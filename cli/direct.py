@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from ganterp_fast.cli.flags import add_options, dest, from_args
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions
@@ -18,11 +19,11 @@ from ganterp_fast.engine.latent.cue_sheet import CueSheet, parse_classes_at
 from ganterp_fast.engine.latent.path import PathOptions
 from ganterp_fast.engine.latent.sheet_options import sheet_options
 
-PATH_FLAGS = ("classes", "z_mode", "truncation", "seed")  # PathOptions' fields set by flags, before --cues
+PATH_FLAGS = ("classes", "z_mode", "truncation", "seed", "interpolation")  # PathOptions' fields set by flags
 
 
 def add_path_args(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
-    """--classes, --z-mode, --truncation and --seed, in a group of their own."""
+    """--classes, --z-mode, --truncation, --seed and --interpolation, in a group of their own."""
     group = parser.add_argument_group(title)
     add_options(group, PathOptions, PATH_FLAGS)
     return group
@@ -59,7 +60,8 @@ def directed_options(args: argparse.Namespace, *, read_cues: bool) -> tuple[Anal
     analysis = from_args(AnalysisOptions, args, onsets=bool(path.pulse or path.pulse_truncation))
     if args.classes_at:
         sheet = parse_classes_at(args.classes_at, seed=path.seed, z_mode=path.z_mode, truncation=path.truncation)
-        path = PathOptions.from_sheet(sheet, pulse=path.pulse, pulse_truncation=path.pulse_truncation)
+        sheet_path = PathOptions.from_sheet(sheet, pulse=path.pulse, pulse_truncation=path.pulse_truncation)
+        path = replace(sheet_path, interpolation=path.interpolation)
     return analysis, path
 
 
@@ -67,9 +69,11 @@ def _options_for_sheet(args: argparse.Namespace, sheet: CueSheet) -> tuple[Analy
     """The sheet's options (`sheet_options`), after checking that no flag contradicts its header;
     the excerpt becomes the sheet's (`args.start`, `args.duration`)."""
     analysis, path = sheet_options(sheet, pulse=args.pulse, pulse_truncation=args.pulse_truncation)
+    path = replace(path, interpolation=args.interpolation)  # how to move between the cues: the flag's
     for owner, theirs in ((PathOptions, path), (AnalysisOptions, analysis), (Excerpt, sheet)):
         for item, found in declared(owner):
-            if found.flag is None or not hasattr(args, dest(found.flag)) or item.name in ("pulse", "pulse_truncation"):
+            own = item.name in ("pulse", "pulse_truncation", "interpolation")  # the flags', not the sheet's
+            if found.flag is None or not hasattr(args, dest(found.flag)) or own:
                 continue
             default, mine = default_of(item), getattr(args, dest(found.flag))
             if isinstance(default, bool) or mine == default or mine == getattr(theirs, item.name):

@@ -11,7 +11,7 @@ the request; no backend imports another.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,11 +20,22 @@ import numpy as np
 
 from ganterp_fast.engine.backends.contract import (
     META_PREFIX,
+    NUM_CLASSES,
+    Z_DIM,
     check_metadata,
     graph_inputs,
     model_precision,
     read_metadata,
 )
+from ganterp_fast.engine.backends.foreign import (
+    CLASS_NAME,
+    LATENT_NAME,
+    TRUNCATION_NAME,
+    is_foreign,
+    wrap_foreign,
+    wrapped_roles,
+)
+from ganterp_fast.engine.backends.roles import Roles
 from ganterp_fast.engine.errors import InputError
 
 
@@ -87,14 +98,22 @@ class GeneratorBase:
     _threads: int | None = None
     _providers: Sequence[str] = ()
 
-    def __init__(self, model_path: str | os.PathLike[str]) -> None:
-        self.model_path = Path(model_path)
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        inputs: Mapping[str, str] | None = None,
+        value_range: str = "-1,1",
+    ) -> None:
+        self.model_path = self.source_path = Path(model_path)
         if not self.model_path.is_file():
-            raise InputError(
-                f"model file {self.model_path} does not exist; pass an .onnx made by 'ganterp-fast export'"
-            )
+            raise InputError(f"model file {self.model_path} does not exist; pass an .onnx image generator")
         self._metadata = read_metadata(self.model_path)
+        if is_foreign(self._metadata):  # any ONNX image generator: wrapped once into the cache
+            self.model_path = wrap_foreign(self.model_path, inputs=inputs, value_range=value_range)
+            self._metadata = read_metadata(self.model_path)
         check_metadata(self._metadata, self.model_path)
+        self._roles = wrapped_roles(self._metadata)
         self._resolution = int(self._metadata[META_PREFIX + "resolution"])
         self._precision = self.exported_precision
 
@@ -105,8 +124,29 @@ class GeneratorBase:
 
     @property
     def resolution(self) -> int:
-        """Side of the square frames in pixels."""
+        """Height of the frames in pixels (their side where they are square)."""
         return self._resolution
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the frames in pixels."""
+        roles = self._roles
+        return (roles.height, roles.width) if roles is not None else (self._resolution, self._resolution)
+
+    @property
+    def z_dim(self) -> int:
+        """Width of the latent input."""
+        return self._roles.z_dim if self._roles is not None else Z_DIM
+
+    @property
+    def num_classes(self) -> int:
+        """Width of the class input; 0 for an unconditional model."""
+        return self._roles.num_classes if self._roles is not None else NUM_CLASSES
+
+    @property
+    def roles(self) -> Roles | None:
+        """What the engine assigned in a foreign graph (None for this project's exports)."""
+        return self._roles
 
     @property
     def precision(self) -> str:
@@ -149,16 +189,32 @@ class GeneratorBase:
         return None
 
     def __call__(
-        self, z: np.ndarray, class_vectors: np.ndarray, truncation: float | Sequence[float] | np.ndarray = 0.4
+        self,
+        z: np.ndarray,
+        class_vectors: np.ndarray | None = None,
+        truncation: float | Sequence[float] | np.ndarray = 0.4,
     ) -> np.ndarray:
-        """Frames uint8 [B, H, W, 3] for latents `z` [B, 128] and class vectors [B, 1000].
+        """Frames uint8 [B, H, W, 3] for latents `z` [B, z_dim] and class vectors [B, num_classes].
 
-        `z` is used as given (already multiplied by the truncation, as pytorch-pretrained-biggan
-        expects); `truncation` is one value in (0, 1] or one per sample.
+        `z` is used as given (for BigGAN already multiplied by the truncation, as
+        pytorch-pretrained-biggan expects); `truncation` is one value in (0, 1] or one per
+        sample. An unconditional model takes `z` alone (`class_vectors` None or [B, 0]).
         """
-        feeds = self.prepare(z, class_vectors, truncation)
-        if feeds["z"].shape[0] == 0:
-            return np.zeros((0, self._resolution, self._resolution, 3), dtype=np.uint8)
+        if self._roles is not None:
+            feeds = foreign_feeds(self._roles, z, class_vectors, truncation)
+        else:
+            if class_vectors is None:
+                raise InputError(f"{self.source_path} is class-conditional: give class_vectors [batch, {NUM_CLASSES}]")
+            feeds = self.prepare(z, class_vectors, truncation)
+        if feeds[LATENT_NAME].shape[0] == 0:
+            return np.zeros((0, *self.size, 3), dtype=np.uint8)
+        fixed = self._roles.batch if self._roles is not None else None
+        if fixed is not None and feeds[LATENT_NAME].shape[0] != fixed:  # a graph made for one batch size
+            parts = [
+                self.infer({k: v[i : i + fixed] for k, v in feeds.items()})
+                for i in range(0, len(feeds[LATENT_NAME]), fixed)
+            ]
+            return np.concatenate(parts)
         return self.infer(feeds)
 
     @staticmethod
@@ -171,3 +227,33 @@ class GeneratorBase:
     def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Frames uint8 [B, H, W, 3] of one validated, non-empty batch of graph inputs."""
         raise NotImplementedError
+
+
+def foreign_feeds(
+    roles: Roles, z: np.ndarray, class_vectors: np.ndarray | None, truncation: float | Sequence[float] | np.ndarray
+) -> dict[str, np.ndarray]:
+    """The validated float32 inputs of a wrapped foreign graph (`engine.backends.foreign`)."""
+    z_array = np.ascontiguousarray(z, dtype=np.float32)
+    if z_array.ndim != 2 or z_array.shape[1] != roles.z_dim:
+        raise InputError(f"z has shape {z_array.shape}; expected [batch, {roles.z_dim}]")
+    batch = z_array.shape[0]
+    feeds = {LATENT_NAME: z_array}
+    if roles.class_input is not None:
+        if class_vectors is None:
+            raise InputError(f"the model is class-conditional: give class_vectors [batch, {roles.num_classes}]")
+        classes = np.ascontiguousarray(class_vectors, dtype=np.float32)
+        if classes.shape != (batch, roles.num_classes):
+            raise InputError(f"class_vectors has shape {classes.shape}; expected [{batch}, {roles.num_classes}]")
+        feeds[CLASS_NAME] = classes
+    elif class_vectors is not None and np.asarray(class_vectors).size:
+        raise InputError("the model is unconditional: it takes no class vectors")
+    if roles.truncation is not None:
+        values = np.asarray(truncation, dtype=np.float32)
+        if values.ndim == 0:
+            values = np.full(batch, values, dtype=np.float32)
+        if values.shape != (batch,):
+            raise InputError(f"truncation has shape {values.shape}; give one value or one per sample ({batch})")
+        feeds[TRUNCATION_NAME] = np.ascontiguousarray(values)
+    if not all(np.isfinite(value).all() for value in feeds.values()):
+        raise InputError("z and class_vectors must be finite (found NaN or infinity)")
+    return feeds

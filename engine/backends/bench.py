@@ -40,6 +40,7 @@ from ganterp_fast.engine.backends.contract import (
     ready_model,
     truncated_normal,
 )
+from ganterp_fast.engine.backends.describe import graph_gflop
 from ganterp_fast.engine.backends.machine import (
     cpu_description,
     describe_device,
@@ -124,12 +125,14 @@ def gflop_per_image(resolution: int, channel_width: int | None) -> float | None:
     return GFLOP_PER_IMAGE.get(resolution)
 
 
-def latents(batch: int, *, seed: int, truncation: float) -> tuple[np.ndarray, np.ndarray]:
-    """Truncated-normal z (scaled by the truncation, as a render's) and one-hot classes."""
+def latents(
+    batch: int, *, seed: int, truncation: float, z_dim: int = Z_DIM, num_classes: int = NUM_CLASSES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Truncated-normal z (scaled by the truncation, as a render's) and one-hot classes (none: [batch, 0])."""
     rng = np.random.default_rng(seed)
-    z = (truncated_normal(rng, (batch, Z_DIM)) * truncation).astype(np.float32)
-    classes = np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, batch)]
-    return z, classes
+    z = (truncated_normal(rng, (batch, z_dim)) * truncation).astype(np.float32)
+    classes = np.eye(max(num_classes, 1), dtype=np.float32)[rng.integers(0, max(num_classes, 1), batch)]
+    return z, classes[:, :num_classes]
 
 
 # ----------------------------------------------------------------------------------------
@@ -234,11 +237,15 @@ def _bench_model(
             seconds=min(1.0, options.seconds),
         )
     peak = peaks.get(peak_key, {})
-    work = gflop_per_image(resolution, channel_width)
+    foreign = getattr(generator, "roles", None) is not None  # a foreign graph: its FLOPs counted from the graph
+    work = graph_gflop(generator.model_path) if foreign else gflop_per_image(resolution, channel_width)
     points: list[dict[str, Any]] = []
     for batch in batches:
         progress(f"{path.name}: batch {batch}, {options.seconds:g} s")
-        z, classes = latents(batch, seed=options.seed, truncation=options.truncation)
+        widths = getattr(generator, "z_dim", Z_DIM), getattr(generator, "num_classes", NUM_CLASSES)
+        z, classes = latents(
+            batch, seed=options.seed, truncation=options.truncation, z_dim=widths[0], num_classes=widths[1]
+        )
         try:
             times = time_calls(lambda: generator(z, classes, options.truncation), seconds=options.seconds)
         except GanterpError:

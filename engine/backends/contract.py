@@ -226,6 +226,8 @@ def check_metadata(metadata: dict[str, str], path: str | os.PathLike[str]) -> No
             "export the model again with this version of ganterp-fast"
         )
     inputs = tuple(metadata.get(META_PREFIX + "inputs", "").split(","))
+    if metadata.get(META_PREFIX + "kind") == "foreign":  # a wrapped foreign graph (backends.foreign): its roles say
+        inputs = INPUT_NAMES
     if inputs != INPUT_NAMES or metadata.get(META_PREFIX + "outputs") != OUTPUT_NAME:
         raise ModelError(
             f"{path} declares inputs {inputs} and output {metadata.get(META_PREFIX + 'outputs')!r}; "

@@ -80,16 +80,20 @@ class GateResult:
         )
 
 
-def gate_latents(samples: int = len(GATE_TRUNCATIONS)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The held-out (z, class vectors, truncations): truncated noise, two-class mixes, GATE_TRUNCATIONS."""
+def gate_latents(
+    samples: int = len(GATE_TRUNCATIONS), *, z_dim: int = Z_DIM, num_classes: int = NUM_CLASSES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The held-out (z, class vectors, truncations): truncated noise, two-class mixes, GATE_TRUNCATIONS
+    (a model's own latent and class widths; one-hot classes for a one-class model, none for an unconditional one)."""
     rng = np.random.default_rng(GATE_SEED)
     truncations = np.resize(np.asarray(GATE_TRUNCATIONS, dtype=np.float64), samples)
     # Clipped, not redrawn as a render's truncated normal is: the stored figures (and README's) are
     # measured on these latents, and a redraw would shift every later draw of the seed.
-    z = np.clip(rng.standard_normal((samples, Z_DIM)), -TRUNCNORM_BOUND, TRUNCNORM_BOUND) * truncations[:, None]
-    classes = np.zeros((samples, NUM_CLASSES), dtype=np.float32)
-    for row in range(samples):
-        a, b = rng.choice(NUM_CLASSES, 2, replace=False)
+    z = np.clip(rng.standard_normal((samples, z_dim)), -TRUNCNORM_BOUND, TRUNCNORM_BOUND) * truncations[:, None]
+    classes = np.zeros((samples, num_classes), dtype=np.float32)
+    classes[:, :1] = 1.0 if num_classes == 1 else 0.0
+    for row in range(samples if num_classes > 1 else 0):
+        a, b = rng.choice(num_classes, 2, replace=False)
         share = rng.uniform(0.5, 1.0)
         classes[row, a] += share
         classes[row, b] += 1.0 - share
@@ -133,10 +137,10 @@ def measure_gate(
     """Compare `candidate`'s frames with the fp32 reference (ONNX Runtime on the same file) on held-out latents."""
     capability = capability or bf16_capability()
     started = time.perf_counter()
-    z, classes, truncations = gate_latents()
     from ganterp_fast.engine.backends.onnxruntime_generator import Generator
 
     reference = Generator(model_path, device="cpu", threads=threads)
+    z, classes, truncations = gate_latents(z_dim=reference.z_dim, num_classes=reference.num_classes)
 
     def frames_of(generator: Callable[..., np.ndarray]) -> np.ndarray:
         return np.concatenate(

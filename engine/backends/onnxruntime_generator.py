@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -76,9 +77,11 @@ class Generator(GeneratorBase):
         threads: int | None = None,
         tensorrt: bool = False,
         cuda_graph: bool = False,
+        inputs: Mapping[str, str] | None = None,
+        value_range: str = "-1,1",
     ) -> None:
         ort = import_onnxruntime()
-        super().__init__(model_path)
+        super().__init__(model_path, inputs=inputs, value_range=value_range)
         trt_cache = None
         if tensorrt:
             from ganterp_fast.engine.cache import cache_dir
@@ -167,6 +170,10 @@ class Generator(GeneratorBase):
     def _check_signature(self) -> None:
         inputs = {item.name: item for item in self._session.get_inputs()}
         outputs = [item.name for item in self._session.get_outputs()]
+        if self._roles is not None:  # a wrapped foreign graph: its own inputs, checked when it was wrapped
+            if outputs != [OUTPUT_NAME]:
+                raise ModelError(f"{self.model_path} is not a wrapped generator (outputs {outputs})")
+            return
         problems = [name for name in INPUT_NAMES if name not in inputs or inputs[name].shape[-1] != INPUT_WIDTHS[name]]
         if problems or outputs != [OUTPUT_NAME]:
             raise ModelError(

@@ -153,7 +153,11 @@ class OpenVinoGenerator(GeneratorBase):
             return size, self._compiled[size]
         if self._model is None:
             self._model = self._ov.Core().read_model(os.fspath(self.model_path))
-        self._model.reshape({name: [batch, width] for name, width in INPUT_WIDTHS.items()})
+        if self.roles is None:
+            self._model.reshape({name: [batch, width] for name, width in INPUT_WIDTHS.items()})
+        else:  # a wrapped foreign graph: its own inputs, the batch axis first
+            shapes = {item.get_any_name(): [batch, *item.get_partial_shape()[1:]] for item in self._model.inputs}
+            self._model.reshape(shapes)
         request = self._compile(self._ov).create_infer_request()
         self._compiled[batch] = request
         while len(self._compiled) > COMPILED_BATCHES_KEPT:

@@ -15,9 +15,11 @@ from pathlib import Path
 
 from ganterp_fast.engine.backends.base import FrameGenerator
 from ganterp_fast.engine.backends.choice import export_precision, open_generator, plan_precision
-from ganterp_fast.engine.backends.contract import is_ready_model
+from ganterp_fast.engine.backends.contract import NUM_CLASSES, Z_DIM, is_ready_model, read_metadata
+from ganterp_fast.engine.backends.foreign import is_foreign, wrap_foreign, wrapped_roles
 from ganterp_fast.engine.backends.machine import physical_cores, usable_cpus
 from ganterp_fast.engine.backends.preparation import ModelProgress
+from ganterp_fast.engine.backends.roles import Roles, parse_inputs
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.fields import error
 from ganterp_fast.engine.options import ModelOptions
@@ -56,8 +58,13 @@ class ModelPlan:
     options: ModelOptions
     device: str  # the planned device ("cpu", "cuda", "cuda:N")
     precision: str  # the precision the generator runs in
-    resolution: int
+    resolution: int  # the frames' height (their side where square)
     batch_size: int
+    z_dim: int = Z_DIM  # the latent's width
+    num_classes: int = NUM_CLASSES  # the class input's width; 0: unconditional
+    width: int | None = None  # the frames' width where it differs from their height
+    truncation_input: bool = True  # the truncation reaches the graph (else it only scales z)
+    foreign: bool = False  # a foreign generator, wrapped (backends.foreign)
 
     @property
     def ready(self) -> bool:
@@ -71,6 +78,8 @@ class ModelPlan:
         """
         from ganterp_fast.engine.backends.models import resolve_model
 
+        if self.foreign:
+            return _wrap(self.options)
         return resolve_model(
             self.options.model,
             precision=export_precision(self.precision),
@@ -102,7 +111,7 @@ class ModelPlan:
 
 def plan_model(options: ModelOptions) -> ModelPlan:
     """The model plan: a pure function of the options, the model's metadata and the providers here."""
-    from ganterp_fast.engine.backends.contract import check_metadata, model_precision, read_metadata, ready_model
+    from ganterp_fast.engine.backends.contract import check_metadata, model_precision, ready_model
     from ganterp_fast.engine.backends.models import model_resolution
 
     limit = max(physical_cores(), usable_cpus())  # more threads than CPUs only make the workers fight
@@ -113,6 +122,9 @@ def plan_model(options: ModelOptions) -> ModelPlan:
         options.device, tensorrt=options.tensorrt, cuda_graph=options.cuda_graph, threads=options.threads
     )
     path = ready_model(options.model, weights=options.weights)
+    if path is not None and is_foreign(read_metadata(path)):
+        roles = read_metadata(_wrap(options))  # wrapped once into the cache: the plan and the workers share it
+        return _foreign_plan(options, device, wrapped_roles(roles))
     if path is not None:
         metadata = read_metadata(path)
         check_metadata(metadata, path)
@@ -129,3 +141,33 @@ def plan_model(options: ModelOptions) -> ModelPlan:
         precision = plan_precision(options.precision, device)
     batch_size = options.batch_size or default_batch_size(device, resolution)
     return ModelPlan(options=options, device=device, precision=precision, resolution=resolution, batch_size=batch_size)
+
+
+def _wrap(options: ModelOptions) -> Path:
+    return wrap_foreign(options.model, inputs=parse_inputs(options.model_inputs), value_range=options.model_range)
+
+
+def _foreign_plan(options: ModelOptions, device: str, roles: Roles | None) -> ModelPlan:
+    """The plan of a wrapped foreign generator: its own precision (fp16 graphs on CUDA only), sizes and inputs."""
+    if roles is None:
+        raise InputError(f"{options.model}: the wrapped model lost its roles; remove it from the cache")
+    exported = "fp16" if roles.latent_dtype == "float16" else "fp32"
+    precision = plan_precision(options.precision, device, model_precision=exported)
+    if export_precision(precision) != exported:
+        raise InputError(
+            f"--precision {options.precision} asked for, but {options.model} is a {exported} generator; "
+            "leave --precision at auto"
+        )
+    batch_size = options.batch_size or roles.batch or default_batch_size(device, roles.height)
+    return ModelPlan(
+        options=options,
+        device=device,
+        precision=precision,
+        resolution=roles.height,
+        batch_size=batch_size,
+        z_dim=roles.z_dim,
+        num_classes=roles.num_classes,
+        width=roles.width if roles.width != roles.height else None,
+        truncation_input=roles.truncation is not None,
+        foreign=True,
+    )

@@ -30,13 +30,14 @@ import numpy as np
 from ganterp_fast.engine.analysis.analyze import Analysis, segment_alphas
 from ganterp_fast.engine.backends.contract import NUM_CLASSES, TRUNCNORM_BOUND, Z_DIM, truncated_normal
 from ganterp_fast.engine.errors import InputError
-from ganterp_fast.engine.fields import Options, option, real, whole
+from ganterp_fast.engine.fields import Options, error, option, real, whole
 from ganterp_fast.engine.latent.classes import class_index
 from ganterp_fast.engine.latent.cue_sheet import CueSheet
 
 log = logging.getLogger(__name__)
 
 Z_MODES = ("per-point", "fixed")
+INTERPOLATIONS = ("lerp", "slerp")  # slerp: along the sphere Gaussian latents live near
 MIN_FPS, MAX_FPS = 1, 1000
 
 
@@ -85,6 +86,12 @@ class PathOptions(Options):
         flag="--seed",
         check=whole(0),
         help="seed of the random classes and z: the same seed gives the same frames",
+    )
+    interpolation: str = option(
+        "lerp",
+        flag="--interpolation",
+        choices=INTERPOLATIONS,
+        help="how z moves between keyframes: lerp (straight) or slerp (along the sphere, for Gaussian latents)",
     )
     #: A cue sheet (`cue_files.read_sheet`, `cue_sheet.parse_classes_at`) instead of the analysis's points.
     cues: CueSheet | None = option(None)
@@ -174,9 +181,15 @@ class LatentPath:
         *,
         start_s: float = 0.0,
         duration_s: float | None = None,
+        z_dim: int = Z_DIM,
+        num_classes: int = NUM_CLASSES,
+        z_truncated: bool = True,
     ) -> None:
         """The path of `analysis` at `fps`; `start_s` and `duration_s` (None: to the end) pick a
-        section of it: frame f is then at time start_s + f / fps, the full path's there."""
+        section of it: frame f is then at time start_s + f / fps, the full path's there. `z_dim`
+        and `num_classes` are the model's (0 classes: unconditional); `z_truncated`: z is scaled
+        by the truncation (BigGAN, and models whose graph takes no truncation)."""
+        self.z_dim, self.num_classes = z_dim, num_classes
         self.analysis = analysis
         self.options = options
         self.fps = Fraction(fps)
@@ -187,7 +200,7 @@ class LatentPath:
         if options.cues is None:
             columns = np.asarray(analysis.inflection_points, dtype=np.int64)
             self.class_ids, self.unused_classes, self.random_classes = _choose_classes(
-                options.classes, len(columns), options.seed
+                _model_classes(options, num_classes), len(columns), options.seed, max(num_classes, 1)
             )
             fixed = options.z_mode == "fixed"
             self.cue_z = [0] * len(columns) if fixed else list(range(len(columns)))
@@ -196,7 +209,7 @@ class LatentPath:
             alphas = analysis.alphas
         else:
             columns = _cue_columns(options.cues, analysis)
-            self.class_ids = [cue.class_id for cue in options.cues.cues]
+            self.class_ids = [cue.class_id % max(num_classes, 1) for cue in options.cues.cues]
             self.unused_classes, self.random_classes = [], 0
             self.cue_z = [cue.z for cue in options.cues.cues]
             self.z_count = options.cues.z_count
@@ -205,7 +218,8 @@ class LatentPath:
         self.columns = columns
         self.num_points = len(columns)
         self.cue_times = columns * analysis.hop_length / analysis.sample_rate
-        self.z_points = (_draw_z(options.seed, self.z_count, self.cue_z) * options.truncation).astype(np.float32)
+        scale = options.truncation if z_truncated else 1.0
+        self.z_points = (_draw_z(options.seed, self.z_count, self.cue_z, z_dim) * scale).astype(np.float32)
         self._z_index = np.asarray(self.cue_z, dtype=np.int64)
         # Path position per spectrogram column: cue index + alpha, 0 before the first cue and
         # K-1 from the last one on; a cut holds the cue before until its own column.
@@ -237,7 +251,7 @@ class LatentPath:
         hop_s = self.analysis.onset_hop_length / self.analysis.sample_rate
         self._pulse = pulse_curve(envelope, hop_s)
         self._pulse_times = np.arange(len(envelope)) * hop_s
-        self._pulse_direction = truncated_normal(np.random.default_rng([options.seed, 3]), (Z_DIM,))
+        self._pulse_direction = truncated_normal(np.random.default_rng([options.seed, 3]), (self.z_dim,))
 
     def pulse(self, frames: np.ndarray) -> np.ndarray:
         """The pulse curve (0..1, before the strength) at each frame index; zeros with no pulse."""
@@ -268,7 +282,10 @@ class LatentPath:
         low = np.minimum(np.floor(u).astype(np.int64), self.num_points - 1)
         high = np.minimum(low + 1, self.num_points - 1)
         frac = (u - low).astype(np.float32)
-        z = self.z_points[low] * (1 - frac)[:, None] + self.z_points[high] * frac[:, None]
+        if self.options.interpolation == "slerp":
+            z = slerp(self.z_points[low], self.z_points[high], frac)
+        else:
+            z = self.z_points[low] * (1 - frac)[:, None] + self.z_points[high] * frac[:, None]
         same = self._z_index[low] == self._z_index[high]  # one z (fixed mode, or a repeated z): exactly it
         z[same] = self.z_points[low[same]]
         if self._pulse is not None and self.options.pulse > 0:
@@ -276,10 +293,11 @@ class LatentPath:
             bound = TRUNCNORM_BOUND * self.options.truncation
             z = np.clip(z + (strength[:, None] * self._pulse_direction).astype(np.float32), -bound, bound)
         classes = np.asarray(self.class_ids)
-        vectors = np.zeros((len(u), NUM_CLASSES), dtype=np.float32)
-        rows = np.arange(len(u))
-        np.add.at(vectors, (rows, classes[low]), 1 - frac)
-        np.add.at(vectors, (rows, classes[high]), frac)
+        vectors = np.zeros((len(u), self.num_classes), dtype=np.float32)
+        if self.num_classes:
+            rows = np.arange(len(u))
+            np.add.at(vectors, (rows, classes[low]), 1 - frac)
+            np.add.at(vectors, (rows, classes[high]), frac)
         return z.astype(np.float32), vectors
 
     def truncations(self, start: int, stop: int) -> np.ndarray | None:
@@ -306,12 +324,39 @@ class LatentPath:
         return [(float(t), int(c)) for t, c in zip(self.cue_times, self.class_ids)]
 
 
-def _draw_z(seed: int, count: int, indices: Sequence[int]) -> np.ndarray:
+def _draw_z(seed: int, count: int, indices: Sequence[int], z_dim: int = Z_DIM) -> np.ndarray:
     """z number i for each i in `indices`: row i of the seeded draw of `count`, or beyond it a
     z drawn on its own from the seed and i (float64, before truncation)."""
-    table = truncated_normal(np.random.default_rng([seed, 1]), (count, Z_DIM))
-    rows = [table[i] if i < count else truncated_normal(np.random.default_rng([seed, 2, i]), (Z_DIM,)) for i in indices]
-    return np.stack(rows) if rows else np.zeros((0, Z_DIM))
+    table = truncated_normal(np.random.default_rng([seed, 1]), (count, z_dim))
+    rows = [table[i] if i < count else truncated_normal(np.random.default_rng([seed, 2, i]), (z_dim,)) for i in indices]
+    return np.stack(rows) if rows else np.zeros((0, z_dim))
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Rows of a to rows of b along the great circle at fractions t (lerp where they are parallel)."""
+    a64, b64, t64 = a.astype(np.float64), b.astype(np.float64), t.astype(np.float64)[:, None]
+    norms = np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)
+    cosine = np.clip(np.sum(a64 * b64, axis=1) / np.maximum(norms, 1e-12), -1.0, 1.0)
+    omega = np.arccos(cosine)[:, None]
+    sin = np.sin(omega)
+    straight = sin[:, 0] < 1e-6
+    safe = np.where(sin == 0, 1.0, sin)
+    out = (np.sin((1 - t64) * omega) * a64 + np.sin(t64 * omega) * b64) / safe
+    out[straight] = (a64 * (1 - t64) + b64 * t64)[straight]
+    return out.astype(np.float32)
+
+
+def _model_classes(options: PathOptions, num_classes: int) -> tuple[int | str, ...]:
+    """The requested classes, checked against a model's own count (0: unconditional, no classes)."""
+    if num_classes == NUM_CLASSES or not options.classes:
+        return options.classes
+    if num_classes == 0:
+        raise error(options, "classes", "must be left out: the model is unconditional (it has no class input)")
+    for item in options.classes:
+        if not str(item).strip().isdigit() or int(item) >= num_classes:
+            rule = f"must be class indices 0 to {num_classes - 1} for this {num_classes}-class model, got {item!r}"
+            raise error(options, "classes", rule)
+    return tuple(int(item) for item in options.classes)
 
 
 def _cue_columns(sheet: CueSheet, analysis: Analysis) -> np.ndarray:
@@ -336,7 +381,9 @@ def _cue_columns(sheet: CueSheet, analysis: Analysis) -> np.ndarray:
     return np.asarray(columns, dtype=np.int64)
 
 
-def _choose_classes(requested: Sequence[int | str], count: int, seed: int) -> tuple[list[int], list[int], int]:
+def _choose_classes(
+    requested: Sequence[int | str], count: int, seed: int, num_classes: int = NUM_CLASSES
+) -> tuple[list[int], list[int], int]:
     """The first `count` requested classes, the rest drawn at random (seeded).
 
     Returns (classes, requested ones left unused, how many were drawn).
@@ -347,7 +394,7 @@ def _choose_classes(requested: Sequence[int | str], count: int, seed: int) -> tu
     missing = count - len(chosen)
     if missing > 0:
         rng = np.random.default_rng([seed, 0])
-        chosen += [int(i) for i in rng.integers(0, NUM_CLASSES, size=missing)]
+        chosen += [int(i) for i in rng.integers(0, num_classes, size=missing)]
     if unused:
         log.warning(
             "%d inflection point%s but %d classes given: %d unused (%s)",

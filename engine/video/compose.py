@@ -101,18 +101,22 @@ class Composition:
 
     width: int
     height: int
-    resolution: int  # the generator's square frames
+    resolution: int  # the generator's frames' height (their side where square)
     gan: Rect
     fit: str
     source: Rect | None = None  # the source picture's cell (None: no layout)
     source_fit: str = "blur"
     video: VideoInfo | None = None
     offset: float = 0.0  # the excerpt's start in the soundtrack (s)
+    frame_width: int | None = None  # the generator's frames' width where it differs from their height
 
     @property
     def identity(self) -> bool:
         """Nothing to do: the frames are the output."""
-        return self.source is None and (self.width, self.height) == (self.resolution, self.resolution)
+        return self.source is None and (self.width, self.height) == (
+            self.frame_width or self.resolution,
+            self.resolution,
+        )
 
 
 def plan_composition(
@@ -126,8 +130,10 @@ def plan_composition(
     video: VideoInfo | None = None,
     offset: float = 0.0,
     max_side: int | None = None,
+    frame_width: int | None = None,
 ) -> Composition:
-    """The output's size and cells for these options; `max_side` caps the size (previews)."""
+    """The output's size and cells for these options; `max_side` caps the size (previews);
+    `frame_width`: the generator's frames' width where they are not square (fitted like any size)."""
     if layout is not None and video is None:
         raise InputError(f"layout {layout} needs a video to show, and there is none")
     aspect = video.aspect if video is not None else 1.0
@@ -141,7 +147,7 @@ def plan_composition(
         elif layout == "stack":
             size = (r, source_height + r)
         else:
-            size = (r, r)
+            size = (frame_width or r, r)
     width, height = size
     if max_side is not None and max(width, height) > max_side:
         scale = max_side / max(width, height)
@@ -178,6 +184,7 @@ def plan_composition(
         source_fit=source_fit,
         video=video,
         offset=offset,
+        frame_width=frame_width,
     )
 
 
@@ -354,7 +361,7 @@ class Compositor:
         self.plan, self.fps = plan, Fraction(fps)
         self.index = start
         r = plan.resolution
-        self._gan = _Fitter(r, r, plan.gan, plan.fit)
+        self._gan = _Fitter(plan.frame_width or r, r, plan.gan, plan.fit)
         self._source: _Fitter | None = None
         self._video: VideoFrames | None = None
         if plan.source is not None and plan.video is not None:
