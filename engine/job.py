@@ -72,7 +72,7 @@ class RenderJob:
 
     @property
     def width(self) -> int:
-        return self.composition.width if self.composition is not None else self.frame_side
+        return self.composition.width if self.composition is not None else (self.model.width or self.frame_side)
 
     @property
     def height(self) -> int:
@@ -348,7 +348,7 @@ def prepare(
     times.model = time.perf_counter() - started
     upscaler = plan_upscaler(options.model, model.resolution)
     side = upscaler.output_size(model.resolution) if upscaler else model.resolution
-    composition = _plan_output(options, source, side)  # a layout with no video fails here
+    composition = _plan_output(options, source, side, model.width)  # a layout with no video fails here
 
     _reporter(progress)("analysis")
     started = time.perf_counter()
@@ -367,7 +367,16 @@ def prepare(
     if options.output.preview:  # the same path sampled at the preview's frame times t = k / preview_fps
         full_frames = frame_count(rendered_s, fps)
         fps = min(parse_fps(options.output.preview_fps), fps)  # never more frames than the full render
-    path = LatentPath(analysis, options.path, fps, start_s=start_s, duration_s=rendered_s)
+    path = LatentPath(
+        analysis,
+        options.path,
+        fps,
+        start_s=start_s,
+        duration_s=rendered_s,
+        z_dim=model.z_dim,
+        num_classes=model.num_classes,
+        z_truncated=not (model.foreign and model.truncation_input),
+    )
     if composition is not None and samples is not None:  # the input's picture from the section's start
         composition = replace(composition, offset=source.start + start_s)
     times.path = time.perf_counter() - started
@@ -397,7 +406,9 @@ def _length(source: Source) -> str:
     return f"{source.path.name} is {source.duration_s:.2f} s long"
 
 
-def _plan_output(options: RenderOptions, source: Source, resolution: int) -> Composition | None:
+def _plan_output(
+    options: RenderOptions, source: Source, resolution: int, frame_width: int | None = None
+) -> Composition | None:
     """The compositor's plan for the output options (None: the generator's frames as they are)."""
     from ganterp_fast.engine.video.input_video import probe_video
 
@@ -420,6 +431,7 @@ def _plan_output(options: RenderOptions, source: Source, resolution: int) -> Com
         video=video,
         offset=source.start,
         max_side=PREVIEW_MAX_SIDE if output.preview else None,
+        frame_width=frame_width,
     )
     return None if plan.identity else plan
 

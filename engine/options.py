@@ -17,6 +17,7 @@ from typing import Any
 
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions
 from ganterp_fast.engine.backends.contract import PRECISIONS, parse_device
+from ganterp_fast.engine.backends.roles import VALUE_RANGES, parse_inputs
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.fields import Options, by_parser, error, one_of, option, optional, real, whole
 from ganterp_fast.engine.latent.path import PathOptions, parse_fps
@@ -40,6 +41,11 @@ def _upscaler_file(value: Any) -> str:
             "its output the same scaled by a whole factor, as Real-ESRGAN's exports)"
         )
     return os.fspath(value)
+
+
+def _model_inputs(value: Any) -> str:
+    """ROLE=INPUT pairs (a string or a mapping) in their plain form: "latent=z,class=c"."""
+    return ",".join(f"{role}={name}" for role, name in parse_inputs(value).items())
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,19 @@ class ModelOptions(Options):
         False,
         flag="--tensorrt",
         help="CUDA: run through ONNX Runtime's TensorRT provider (fp16; the engine is built once and cached)",
+    )
+    model_inputs: str | None = option(
+        None,
+        flag="--model-inputs",
+        check=optional(_model_inputs),
+        metavar="ROLE=INPUT,...",
+        help="a foreign .onnx: which input is which where names do not tell, e.g. latent=z,class=c,truncation=psi",
+    )
+    model_range: str = option(
+        "-1,1",
+        flag="--model-range",
+        choices=VALUE_RANGES,
+        help="a foreign .onnx with a float image output: its value range (default: %(default)s, the GAN convention)",
     )
     upscaler: str | None = option(
         None,
