@@ -172,9 +172,13 @@ def run(args: argparse.Namespace) -> int:
                 f"{result.full_render_seconds:.0f} s here, at this preview's {1000 * result.seconds_per_frame:.0f} "
                 "ms per frame (more where the full render's size is larger)"
             )
-        schedule = ", ".join(f"{time:.1f}s {class_label(index)}" for time, index in result.classes[:12])
+        label = class_label if result.num_classes == 1000 else str  # ImageNet's names for 1000-class models alone
+        schedule = ", ".join(f"{time:.1f}s {label(index)}" for time, index in result.classes[:12])
         more = " ..." if len(result.classes) > 12 else ""
-        print(f"{len(result.classes)} inflection points, classes: {schedule}{more}")
+        if not result.num_classes:  # unconditional: a latent keyframe per point
+            schedule = ", ".join(f"{time:.1f}s" for time, _ in result.classes[:12])
+        what = "keyframes at" if not result.num_classes else "classes:"
+        print(f"{len(result.classes)} inflection points, {what} {schedule}{more}")
         if result.unused_classes:
             unused = ", ".join(class_label(index) for index in result.unused_classes)
             print(f"unused classes (more than inflection points): {unused}")

@@ -144,6 +144,7 @@ class RenderJob:
             model_path=Path(getattr(generator, "model_path", self.options.model.model)),
             classes=self.path.schedule(),
             unused_classes=self.path.unused_classes,
+            num_classes=self.model.num_classes,
             analysis=self.analysis,
             times=self.times,
             width=self.width,

@@ -57,6 +57,7 @@ class RenderResult:
     full_frames: int = 0  # a preview: the full render's frame count (0 otherwise)
     section_s: tuple[float, float] | None = None  # a section rendered alone: (start, duration) in seconds
     upscaler: str = ""  # the learned upscaler and its factor ("realesrgan.onnx x4"); "" without one
+    num_classes: int = 1000  # the model's classes (ImageNet's 1000 for BigGAN; 0: unconditional, keyframes alone)
 
     @property
     def duration_s(self) -> float:

@@ -91,6 +91,7 @@ def test_conditional_models_take_their_class_indices(models, song, tmp_path):
     assert classes.shape == (4, 10) and z.shape == (4, 16)
     result = cli("render", str(song), "-o", str(tmp_path / "x.mp4"), "--model", str(models["conditional"]))
     assert result.returncode == 0, result.stderr
+    assert "classes: 0.0s " in result.stdout and "(tench" not in result.stdout  # indices, no ImageNet names
     result = cli(
         "render", str(song), "-o", str(tmp_path / "y.mp4"), "--model", str(models["conditional"]), "--classes", "3,12"
     )
@@ -104,6 +105,8 @@ def test_classes_on_an_unconditional_model_is_an_error(models, song, tmp_path):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--classes must be left out: the model is unconditional" in result.stderr
+    result = cli("render", str(song), "-o", str(tmp_path / "plain.mp4"), "--model", str(models["stylegan"]))
+    assert result.returncode == 0 and "inflection points, keyframes at 0.0s" in result.stdout, result.stderr
     assert not (tmp_path / "x.mp4").exists()
     with pytest.raises(OptionError, match="PathOptions.classes"):
         prepare(song, tmp_path / "x.mp4", render_options(model=str(models["stylegan"]), path=PathOptions(classes=(3,))))
