@@ -195,3 +195,16 @@ def test_slerp_keeps_gaussian_norms_and_lerp_stays_the_default():
         slerp(a, b, np.array([1.0])), b, atol=1e-5
     )
     assert PathOptions().interpolation == "lerp"
+
+
+def test_cue_sheets_name_classes_of_the_model(models, song, tmp_path):
+    from ganterp_fast.engine.errors import InputError
+    from ganterp_fast.engine.latent.cue_sheet import parse_classes_at
+
+    sheet = parse_classes_at("0:00 2, 0:01 12")
+    options = render_options(model=str(models["conditional"]), analysis=BUSY, path=PathOptions.from_sheet(sheet))
+    with pytest.raises(InputError, match="class 12 is past this model's classes 0 to 9"):
+        prepare(song, tmp_path / "x.mp4", options)
+    plain = render_options(model=str(models["stylegan"]), analysis=BUSY, path=PathOptions.from_sheet(sheet))
+    job = prepare(song, tmp_path / "y.mp4", plain)  # unconditional: the cues' times and z alone
+    assert job.path.num_points == 2 and job.path.frames(0, 2)[1].shape == (2, 0)

@@ -209,7 +209,11 @@ class LatentPath:
             alphas = analysis.alphas
         else:
             columns = _cue_columns(options.cues, analysis)
-            self.class_ids = [cue.class_id % max(num_classes, 1) for cue in options.cues.cues]
+            ids = [cue.class_id for cue in options.cues.cues]
+            if num_classes and max(ids, default=0) >= num_classes:
+                where = options.cues.origin or "the cues"
+                raise InputError(f"{where}: class {max(ids)} is past this model's classes 0 to {num_classes - 1}")
+            self.class_ids = ids if num_classes else [0] * len(ids)  # unconditional: the cues' z alone
             self.unused_classes, self.random_classes = [], 0
             self.cue_z = [cue.z for cue in options.cues.cues]
             self.z_count = options.cues.z_count
