@@ -208,3 +208,17 @@ def test_cue_sheets_name_classes_of_the_model(models, song, tmp_path):
     plain = render_options(model=str(models["stylegan"]), analysis=BUSY, path=PathOptions.from_sheet(sheet))
     job = prepare(song, tmp_path / "y.mp4", plain)  # unconditional: the cues' times and z alone
     assert job.path.num_points == 2 and job.path.frames(0, 2)[1].shape == (2, 0)
+
+
+def test_segments_sizes_and_previews_with_a_foreign_model(models, song, tmp_path):
+    common = ["--model", str(models["wide"]), "--model-range", "0,1", "--fps", "10", "--crf", "0", "-q"]
+    one = cli("render", str(song), "-o", str(tmp_path / "one.mp4"), *common)
+    cut = cli("render", str(song), "-o", str(tmp_path / "cut.mp4"), "--segment-seconds", "1", *common)
+    assert one.returncode == 0 and cut.returncode == 0, one.stderr + cut.stderr
+    assert np.array_equal(decode(tmp_path / "one.mp4"), decode(tmp_path / "cut.mp4"))  # same frames, in segments
+    sized = cli("render", str(song), "-o", str(tmp_path / "sized.mp4"), "--size", "128x128", "--fit", "pad", *common)
+    assert sized.returncode == 0, sized.stderr
+    frames = decode(tmp_path / "sized.mp4")
+    assert frames.shape[1:] == (128, 128, 3) and frames[:, :10].max() <= 20  # 96x64 fitted: bars above and below
+    preview = cli("render", str(song), "-o", str(tmp_path / "preview.mp4"), "--preview", "--model", str(models["wide"]))
+    assert preview.returncode == 0 and decode(tmp_path / "preview.mp4").shape[1:] == (64, 96, 3), preview.stderr
