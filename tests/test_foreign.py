@@ -18,7 +18,8 @@ from ganterp_fast.engine.analysis.analyze import AnalysisOptions
 from ganterp_fast.engine.backends.onnxruntime_generator import Generator
 from ganterp_fast.engine.errors import ModelError, OptionError
 from ganterp_fast.engine.job import prepare
-from ganterp_fast.engine.latent.path import PathOptions, slerp
+from ganterp_fast.engine.latent.keyframes import slerp
+from ganterp_fast.engine.latent.path import PathOptions
 
 pytest.importorskip("torch")
 

@@ -30,9 +30,10 @@ import numpy as np
 from ganterp_fast.engine.analysis.analyze import Analysis, segment_alphas
 from ganterp_fast.engine.backends.contract import NUM_CLASSES, TRUNCNORM_BOUND, Z_DIM, truncated_normal
 from ganterp_fast.engine.errors import InputError
-from ganterp_fast.engine.fields import Options, error, option, real, whole
+from ganterp_fast.engine.fields import Options, option, real, whole
 from ganterp_fast.engine.latent.classes import class_index
 from ganterp_fast.engine.latent.cue_sheet import CueSheet
+from ganterp_fast.engine.latent.keyframes import model_classes, slerp
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ class LatentPath:
         if options.cues is None:
             columns = np.asarray(analysis.inflection_points, dtype=np.int64)
             self.class_ids, self.unused_classes, self.random_classes = _choose_classes(
-                _model_classes(options, num_classes), len(columns), options.seed, max(num_classes, 1)
+                model_classes(options, options.classes, num_classes), len(columns), options.seed, max(num_classes, 1)
             )
             fixed = options.z_mode == "fixed"
             self.cue_z = [0] * len(columns) if fixed else list(range(len(columns)))
@@ -334,33 +335,6 @@ def _draw_z(seed: int, count: int, indices: Sequence[int], z_dim: int = Z_DIM) -
     table = truncated_normal(np.random.default_rng([seed, 1]), (count, z_dim))
     rows = [table[i] if i < count else truncated_normal(np.random.default_rng([seed, 2, i]), (z_dim,)) for i in indices]
     return np.stack(rows) if rows else np.zeros((0, z_dim))
-
-
-def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Rows of a to rows of b along the great circle at fractions t (lerp where they are parallel)."""
-    a64, b64, t64 = a.astype(np.float64), b.astype(np.float64), t.astype(np.float64)[:, None]
-    norms = np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)
-    cosine = np.clip(np.sum(a64 * b64, axis=1) / np.maximum(norms, 1e-12), -1.0, 1.0)
-    omega = np.arccos(cosine)[:, None]
-    sin = np.sin(omega)
-    straight = sin[:, 0] < 1e-6
-    safe = np.where(sin == 0, 1.0, sin)
-    out = (np.sin((1 - t64) * omega) * a64 + np.sin(t64 * omega) * b64) / safe
-    out[straight] = (a64 * (1 - t64) + b64 * t64)[straight]
-    return out.astype(np.float32)
-
-
-def _model_classes(options: PathOptions, num_classes: int) -> tuple[int | str, ...]:
-    """The requested classes, checked against a model's own count (0: unconditional, no classes)."""
-    if num_classes == NUM_CLASSES or not options.classes:
-        return options.classes
-    if num_classes == 0:
-        raise error(options, "classes", "must be left out: the model is unconditional (it has no class input)")
-    for item in options.classes:
-        if not str(item).strip().isdigit() or int(item) >= num_classes:
-            rule = f"must be class indices 0 to {num_classes - 1} for this {num_classes}-class model, got {item!r}"
-            raise error(options, "classes", rule)
-    return tuple(int(item) for item in options.classes)
 
 
 def _cue_columns(sheet: CueSheet, analysis: Analysis) -> np.ndarray:
