@@ -223,3 +223,19 @@ def test_segments_sizes_and_previews_with_a_foreign_model(models, song, tmp_path
     assert frames.shape[1:] == (128, 128, 3) and frames[:, :10].max() <= 20  # 96x64 fitted: bars above and below
     preview = cli("render", str(song), "-o", str(tmp_path / "preview.mp4"), "--preview", "--model", str(models["wide"]))
     assert preview.returncode == 0 and decode(tmp_path / "preview.mp4").shape[1:] == (64, 96, 3), preview.stderr
+
+
+def test_openvino_bf16_runs_a_foreign_model(models):
+    pytest.importorskip("openvino")
+    from ganterp_fast.engine.backends.capability import bf16_capability
+    from ganterp_fast.engine.backends.choice import open_generator
+
+    if not bf16_capability().native:
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")
+    generator = open_generator(models["conditional"], device="cpu", precision="bf16")
+    assert generator.precision == "bf16" and generator.num_classes == 10
+    z = np.random.default_rng(2).standard_normal((5, 16)).astype(np.float32)
+    c = np.eye(10, dtype=np.float32)[[0, 1, 2, 3, 9]]
+    exact = Generator(models["conditional"], device="cpu")(z, c, truncation=0.8).astype(float)
+    frames = generator(z, c, truncation=0.8).astype(float)  # batch 5: its own compiled size
+    assert frames.shape == exact.shape and 10 * np.log10(255**2 / max(np.mean((frames - exact) ** 2), 1e-9)) > 30
