@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
     bar = None
     messages = {
-        "model": f"preparing model {options.model.model} (a name or checkpoint is exported once, then cached)",
+        "model": f"preparing model {options.model.model} (a name or checkpoint is exported once, a foreign .onnx "
+        "wrapped once, then cached)",
         "analysis": f"analysing {source}",
     }
 

@@ -72,7 +72,13 @@ class RenderJob:
 
     @property
     def width(self) -> int:
-        return self.composition.width if self.composition is not None else (self.model.width or self.frame_side)
+        return self.composition.width if self.composition is not None else self.frame_width
+
+    @property
+    def frame_width(self) -> int:
+        """The width of the frames the compositor gets (`frame_side` where they are square)."""
+        width = self.model.width or self.model.resolution
+        return self.upscaler.output_size(width) if self.upscaler else width
 
     @property
     def height(self) -> int:
@@ -349,7 +355,8 @@ def prepare(
     times.model = time.perf_counter() - started
     upscaler = plan_upscaler(options.model, model.resolution)
     side = upscaler.output_size(model.resolution) if upscaler else model.resolution
-    composition = _plan_output(options, source, side, model.width)  # a layout with no video fails here
+    width = upscaler.output_size(model.width) if upscaler and model.width else model.width  # not square
+    composition = _plan_output(options, source, side, width)  # a layout with no video fails here
 
     _reporter(progress)("analysis")
     started = time.perf_counter()
