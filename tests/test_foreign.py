@@ -239,3 +239,26 @@ def test_openvino_bf16_runs_a_foreign_model(models):
     exact = Generator(models["conditional"], device="cpu")(z, c, truncation=0.8).astype(float)
     frames = generator(z, c, truncation=0.8).astype(float)  # batch 5: its own compiled size
     assert frames.shape == exact.shape and 10 * np.log10(255**2 / max(np.mean((frames - exact) ** 2), 1e-9)) > 30
+
+
+def test_an_upscaler_keeps_the_aspect_of_frames_that_are_not_square(models, song, tmp_path):
+    import torch
+
+    class Nearest2(torch.nn.Module):
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+
+    sr = tmp_path / "x2.onnx"
+    torch.onnx.export(
+        Nearest2(),
+        (torch.rand(1, 3, 32, 32),),
+        str(sr),
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "h", 3: "w"}},
+        dynamo=False,
+    )
+    out = tmp_path / "up.mp4"
+    result = cli("render", str(song), "-o", str(out), "--model", str(models["wide"]), "--upscaler", str(sr), "-q")
+    assert result.returncode == 0, result.stderr
+    assert decode(out).shape[1:] == (128, 192, 3)
