@@ -33,12 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ganterp_fast.engine.backends.describe import describe_model
+    from ganterp_fast.engine.backends.hub import ready_model
     from ganterp_fast.engine.backends.roles import parse_inputs
 
     options = ModelOptions(model=args.model, model_inputs=args.model_inputs, model_range=args.model_range)
-    if not os.fspath(args.model).lower().endswith(".onnx"):
+    path = ready_model(args.model)  # a local .onnx, or one from the Hub (hf:OWNER/REPO/FILE.onnx)
+    if path is None:
         raise InputError(f"inspect reads an .onnx file, got {args.model!r}; export a model name first")
-    report = describe_model(args.model, inputs=parse_inputs(options.model_inputs), value_range=options.model_range)
+    report = describe_model(path, inputs=parse_inputs(options.model_inputs), value_range=options.model_range)
     if args.json == "-":
         print(json.dumps(report, indent=2))
         return 0

@@ -39,9 +39,10 @@ from ganterp_fast.engine.files import check_output, same_file
 from ganterp_fast.engine.latent.path import LatentPath, frame_count, parse_fps
 from ganterp_fast.engine.options import RenderOptions
 from ganterp_fast.engine.pipeline import Ahead, BatchRunner, reason
-from ganterp_fast.engine.result import Progress, RenderResult, StageTimes
+from ganterp_fast.engine.result import Progress, RenderResult, StageTimes, reporter
 from ganterp_fast.engine.scale.plan import SEGMENT_SECONDS, plan_segments
-from ganterp_fast.engine.video.compose import PREVIEW_MAX_SIDE, Composition, Compositor, composed, plan_composition
+from ganterp_fast.engine.video.compose import Composition, Compositor, composed
+from ganterp_fast.engine.video.output_plan import plan_output
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ class RenderJob:
         """Render every frame into the output with the soundtrack (temporary file, renamed on success)."""
         from ganterp_fast.engine.video.encode import VideoWriter
 
-        report = _reporter(progress)
+        report = reporter(progress)
         wall = time.perf_counter()
         if generator is None:
             report("model")
@@ -289,7 +290,7 @@ class RenderJob:
 
         if not 0 <= start < stop <= self.num_frames:
             raise InputError(f"segment {start}..{stop} is not a non-empty range inside 0..{self.num_frames}")
-        report = _reporter(progress)
+        report = reporter(progress)
         if generator is None:
             generator = self.open_generator()
         frames = self.frames(generator, start, stop)
@@ -344,7 +345,7 @@ def prepare(
     prepare_started = time.perf_counter()
     source = open_source(input_path, start=start, duration=duration)
     if section is not None and source.info.exact:  # the analysis's length; a bad section fails before it
-        section.samples(source.num_samples, source.sample_rate, what=_length(source))
+        section.samples(source.num_samples, source.sample_rate, what=source.length_text())
     if same_file(source.path, output_path):
         raise InputError(f"output {output_path} is the input file: choose another name for the video")
     output = check_output(output_path, overwrite=options.overwrite)
@@ -356,9 +357,9 @@ def prepare(
     upscaler = plan_upscaler(options.model, model.resolution)
     side = upscaler.output_size(model.resolution) if upscaler else model.resolution
     width = upscaler.output_size(model.width) if upscaler and model.width else model.width  # not square
-    composition = _plan_output(options, source, side, width)  # a layout with no video fails here
+    composition = plan_output(options.output, source, side, width)  # a layout with no video fails here
 
-    _reporter(progress)("analysis")
+    reporter(progress)("analysis")
     started = time.perf_counter()
     analysis = analyze(source, options.analysis)
     times.analysis = time.perf_counter() - started
@@ -366,7 +367,7 @@ def prepare(
     fps = options.frame_rate(analysis.sample_rate)  # 'native' past 1000 fps: an OptionError naming --fps
     rendered_s, start_s, samples = analysis.duration_s, 0.0, None
     if section is not None:
-        samples = section.samples(analysis.num_samples, analysis.sample_rate, what=_length(source))
+        samples = section.samples(analysis.num_samples, analysis.sample_rate, what=source.length_text())
         if samples == (0, analysis.num_samples):  # all of it: the full render itself
             samples = None
         else:
@@ -405,48 +406,3 @@ def prepare(
         section=samples,
         upscaler=upscaler,
     )
-
-
-def _length(source: Source) -> str:
-    """How long the analysed audio is, for a section's errors."""
-    if source.start or source.duration is not None:
-        return f"the excerpt of {source.path.name} from {source.start:g} s is {source.duration_s:.2f} s long"
-    return f"{source.path.name} is {source.duration_s:.2f} s long"
-
-
-def _plan_output(
-    options: RenderOptions, source: Source, resolution: int, frame_width: int | None = None
-) -> Composition | None:
-    """The compositor's plan for the output options (None: the generator's frames as they are)."""
-    from ganterp_fast.engine.video.input_video import probe_video
-
-    output = options.output
-    video = None
-    if output.layout is not None:
-        video = probe_video(source.path)
-        if video is None:
-            raise InputError(
-                f"input {source.path} has no video stream, and --layout {output.layout} shows the input's video: "
-                "give a video file (mp4, mkv, mov, webm), or leave --layout out"
-            )
-    plan = plan_composition(
-        resolution=resolution,
-        size=output.size,
-        fit=output.fit,
-        layout=output.layout,
-        pip_corner=output.pip_corner,
-        pip_size=output.pip_size,
-        video=video,
-        offset=source.start,
-        max_side=PREVIEW_MAX_SIDE if output.preview else None,
-        frame_width=frame_width,
-    )
-    return None if plan.identity else plan
-
-
-def _reporter(progress: Callable[[Progress], None] | None) -> Callable[..., None]:
-    def report(stage: str, done: int = 0, total: int = 0) -> None:
-        if progress is not None:
-            progress(Progress(done, total, stage))
-
-    return report

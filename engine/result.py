@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -78,3 +79,13 @@ class RenderResult:
     def seconds_per_frame(self) -> float:
         """The frames' loop's time per frame (model and analysis left out)."""
         return self.times.render / self.frames if self.frames else 0.0
+
+
+def reporter(progress: Callable[[Progress], None] | None) -> Callable[..., None]:
+    """report(stage, done, total) -> a Progress for `progress`, where there is one."""
+
+    def report(stage: str, done: int = 0, total: int = 0) -> None:
+        if progress is not None:
+            progress(Progress(done, total, stage))
+
+    return report

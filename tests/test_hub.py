@@ -17,7 +17,8 @@ from media import render_options
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions
 from ganterp_fast.engine.api import render
 from ganterp_fast.engine.backends import hub
-from ganterp_fast.engine.backends.contract import is_ready_model, ready_model
+from ganterp_fast.engine.backends.contract import is_ready_model
+from ganterp_fast.engine.backends.hub import ready_model
 from ganterp_fast.engine.cache import file_sha256
 from ganterp_fast.engine.errors import InputError, ModelError
 

@@ -36,6 +36,12 @@ class Source:
         """The excerpt's length in seconds (estimated where the container's length is)."""
         return self.num_samples / self.info.sample_rate
 
+    def length_text(self) -> str:
+        """How long the excerpt is, in words for an error ("song.wav is 12.00 s long")."""
+        if self.start or self.duration is not None:
+            return f"the excerpt of {self.path.name} from {self.start:g} s is {self.duration_s:.2f} s long"
+        return f"{self.path.name} is {self.duration_s:.2f} s long"
+
     def identity(self) -> dict[str, object]:
         """What names this input's bytes: path, size and modification time (for fingerprints)."""
         stat = self.path.stat()

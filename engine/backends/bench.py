@@ -37,10 +37,10 @@ from ganterp_fast.engine.backends.contract import (
     model_precision,
     parse_device,
     read_metadata,
-    ready_model,
     truncated_normal,
 )
 from ganterp_fast.engine.backends.describe import graph_gflop
+from ganterp_fast.engine.backends.hub import ready_model
 from ganterp_fast.engine.backends.machine import (
     cpu_description,
     describe_device,

@@ -3,7 +3,7 @@
 Bump FORMAT_VERSION on any change to it. BigGAN's own numbers (latent size, classes, the
 bound of its truncated normal), the precisions, what the truncation input holds
 (`truncation_weights`), the graph's validated inputs (`graph_inputs`) and the "is this a
-ready .onnx" rule (`ready_model`) live here once; export/, the backends, the latent path and
+ready .onnx" rule (`is_ready_model`) live here once; export/, the backends, the latent path and
 the CLI read them. `read_metadata` and `check_metadata` read and check a model file's side.
 Imports numpy and the project's errors only (onnx when a file's metadata is read).
 """
@@ -157,25 +157,6 @@ def is_ready_model(model: str | os.PathLike[str]) -> bool:
     if text.startswith("hf:"):  # hf:OWNER/REPO/FILE.onnx[@REVISION] (engine.backends.hub)
         text = text.partition("@")[0]
     return text.lower().endswith(".onnx")
-
-
-def ready_model(model: str | os.PathLike[str], *, weights: str | None = None) -> Path | None:
-    """The path of `model` when it names a ready .onnx (`is_ready_model`), None for a name or checkpoint directory.
-
-    Raises `InputError` when that file does not exist, or when `weights` (random weights) is asked of it.
-    """
-    if not is_ready_model(model):
-        return None
-    path = Path(os.fspath(model)).expanduser()
-    if weights is not None:
-        raise InputError(f"--weights {weights} applies to a model name or checkpoint, not to the ready model {path}")
-    if os.fspath(model).startswith("hf:"):  # downloaded into the Hub's cache once
-        from ganterp_fast.engine.backends.hub import hub_model
-
-        return hub_model(os.fspath(model))
-    if not path.is_file():
-        raise InputError(f"model file {path} does not exist; give {MODEL_CHOICES}")
-    return path
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ganterp_fast.engine.backends.contract import CONFIG_NAME, WEIGHTS_NAME
+from ganterp_fast.engine.backends.contract import CONFIG_NAME, MODEL_CHOICES, WEIGHTS_NAME, is_ready_model
 from ganterp_fast.engine.cache import file_sha256
 from ganterp_fast.engine.errors import InputError, MissingExtraError, ModelError
 
@@ -272,3 +272,20 @@ def git_blob_sha1(path: Path, size: int | None = None) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def ready_model(model: str | os.PathLike[str], *, weights: str | None = None) -> Path | None:
+    """The path of `model` when it names a ready .onnx (`is_ready_model`), None for a name or checkpoint directory.
+
+    Raises `InputError` when that file does not exist, or when `weights` (random weights) is asked of it.
+    """
+    if not is_ready_model(model):
+        return None
+    path = Path(os.fspath(model)).expanduser()
+    if weights is not None:
+        raise InputError(f"--weights {weights} applies to a model name or checkpoint, not to the ready model {path}")
+    if os.fspath(model).startswith("hf:"):  # downloaded into the Hub's cache once
+        return hub_model(os.fspath(model))
+    if not path.is_file():
+        raise InputError(f"model file {path} does not exist; give {MODEL_CHOICES}")
+    return path

@@ -30,9 +30,8 @@ from ganterp_fast.engine.backends.contract import (
     FORMAT_VERSION,
     PRETRAINED_NAMES,
     WEIGHTS_NAME,
-    ready_model,
 )
-from ganterp_fast.engine.backends.hub import checkpoint_directory, is_hub_spec, parse_spec
+from ganterp_fast.engine.backends.hub import checkpoint_directory, is_hub_spec, parse_spec, ready_model
 from ganterp_fast.engine.backends.preparation import ModelProgress, Preparation
 from ganterp_fast.engine.cache import CACHE_ENV, cache_dir, file_sha256
 from ganterp_fast.engine.errors import InputError, MissingExtraError

@@ -17,6 +17,7 @@ from ganterp_fast.engine.backends.base import FrameGenerator
 from ganterp_fast.engine.backends.choice import export_precision, open_generator, plan_precision
 from ganterp_fast.engine.backends.contract import NUM_CLASSES, Z_DIM, is_ready_model, read_metadata
 from ganterp_fast.engine.backends.foreign import is_foreign, wrap_foreign, wrapped_roles
+from ganterp_fast.engine.backends.hub import ready_model
 from ganterp_fast.engine.backends.machine import physical_cores, usable_cpus
 from ganterp_fast.engine.backends.preparation import ModelProgress
 from ganterp_fast.engine.backends.roles import Roles, parse_inputs
@@ -79,7 +80,7 @@ class ModelPlan:
         from ganterp_fast.engine.backends.models import resolve_model
 
         if self.foreign:
-            return _wrap(self.options)
+            return _wrap(self.options, ready_model(self.options.model))
         return resolve_model(
             self.options.model,
             precision=export_precision(self.precision),
@@ -111,7 +112,7 @@ class ModelPlan:
 
 def plan_model(options: ModelOptions) -> ModelPlan:
     """The model plan: a pure function of the options, the model's metadata and the providers here."""
-    from ganterp_fast.engine.backends.contract import check_metadata, model_precision, ready_model
+    from ganterp_fast.engine.backends.contract import check_metadata, model_precision
     from ganterp_fast.engine.backends.models import model_resolution
 
     limit = max(physical_cores(), usable_cpus())  # more threads than CPUs only make the workers fight
@@ -123,7 +124,7 @@ def plan_model(options: ModelOptions) -> ModelPlan:
     )
     path = ready_model(options.model, weights=options.weights)
     if path is not None and is_foreign(read_metadata(path)):
-        roles = read_metadata(_wrap(options))  # wrapped once into the cache: the plan and the workers share it
+        roles = read_metadata(_wrap(options, path))  # wrapped once into the cache: the plan and the workers share it
         return _foreign_plan(options, device, wrapped_roles(roles))
     if path is not None:
         metadata = read_metadata(path)
@@ -143,8 +144,9 @@ def plan_model(options: ModelOptions) -> ModelPlan:
     return ModelPlan(options=options, device=device, precision=precision, resolution=resolution, batch_size=batch_size)
 
 
-def _wrap(options: ModelOptions) -> Path:
-    return wrap_foreign(options.model, inputs=parse_inputs(options.model_inputs), value_range=options.model_range)
+def _wrap(options: ModelOptions, path: Path) -> Path:
+    """The foreign graph at `path` (the local file of `options.model`, a Hub file too) wrapped once into the cache."""
+    return wrap_foreign(path, inputs=parse_inputs(options.model_inputs), value_range=options.model_range)
 
 
 def _foreign_plan(options: ModelOptions, device: str, roles: Roles | None) -> ModelPlan:
