@@ -289,8 +289,6 @@ def test_a_broken_or_foreign_model_is_one_line_exit_2(
     for (kind, command), result in results.items():
         model = bad_models[kind]
         line = assert_error(result, 2, model.name, "ganterp-fast export", command=command)
-        expected = (
-            "a generator needs" if kind in ("foreign model", "empty file") else "not an ONNX model"
-        )
+        expected = "a generator needs" if kind in ("foreign model", "empty file") else "not an ONNX model"
         assert expected in line, (kind, line)
     assert os.listdir(tmp_path) == []
