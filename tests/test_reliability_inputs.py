@@ -284,7 +284,7 @@ def _option_cases(song: Path, tiny_onnx: Path, folder: Path) -> dict[str, tuple[
         "model-half-an-onnx": (["--model", folder / "half.onnx"], ["half.onnx", "only part of one"], False),
         "model-onnx-not-biggan": (
             ["--model", identity],
-            ["identity.onnx", "not a ganterp-fast BigGAN export", "ganterp-fast export"],
+            ["identity.onnx", "a generator needs", "ganterp-fast export"],
             False,
         ),
         "model-an-audio-file": (["--model", song], [song.name, "pretrained name"], False),
