@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ganterp_fast.cli.flags import add_options
-from ganterp_fast.engine.errors import InputError
+from ganterp_fast.engine.errors import GanterpError, InputError, ModelError
 from ganterp_fast.engine.options import ModelOptions
 
 
@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="What the engine sees in an .onnx generator (a ganterp-fast export or any ONNX image "
         "generator): inputs and outputs, the roles assigned, latent size, classes (0: unconditional), "
         "resolution, value range, precision, FLOPs per image counted from the graph, and which backends "
-        "and precisions can run it on this machine.",
+        "and precisions can run it on this machine. An upscaler for --upscaler is described too: its "
+        "factor, input and output, and FLOPs per frame.",
     )
     parser.add_argument("model", metavar="MODEL", help="an .onnx file")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH ('-': standard output)")
@@ -32,15 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ganterp_fast.engine.backends.describe import describe_model
     from ganterp_fast.engine.backends.hub import ready_model
-    from ganterp_fast.engine.backends.roles import parse_inputs
 
     options = ModelOptions(model=args.model, model_inputs=args.model_inputs, model_range=args.model_range)
     path = ready_model(args.model)  # a local .onnx, or one from the Hub (hf:OWNER/REPO/FILE.onnx)
     if path is None:
         raise InputError(f"inspect reads an .onnx file, got {args.model!r}; export a model name first")
-    report = describe_model(path, inputs=parse_inputs(options.model_inputs), value_range=options.model_range)
+    report = _describe(path, options)
     if args.json == "-":
         print(json.dumps(report, indent=2))
         return 0
@@ -49,8 +48,40 @@ def run(args: argparse.Namespace) -> int:
         temporary = target.with_name(f".{target.name}.{os.getpid()}.partial")
         temporary.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         os.replace(temporary, target)
-    print(text(report))
+    print(text(report) if report["kind"] != "upscaler" else upscaler_text(report))
     return 0
+
+
+def _describe(path: Path, options: ModelOptions) -> dict[str, Any]:
+    """The generator's report; a graph that is no generator but an upscaler (--upscaler) gets the upscaler's."""
+    from ganterp_fast.engine.backends.describe import describe_model
+    from ganterp_fast.engine.backends.roles import parse_inputs
+    from ganterp_fast.engine.backends.upscaler_graph import describe_upscaler
+
+    try:
+        return describe_model(path, inputs=parse_inputs(options.model_inputs), value_range=options.model_range)
+    except ModelError as not_a_generator:
+        try:
+            report = describe_upscaler(path)
+        except GanterpError:
+            raise not_a_generator from None
+        return {**report, "path": os.fspath(report["path"])}
+
+
+def upscaler_text(report: dict[str, Any]) -> str:
+    """An upscaler's report as lines for a terminal."""
+    fixed = report["fixed_input"]
+    gflop = report["gflop_per_frame"]
+    return "\n".join(
+        [
+            f"{report['path']}: upscaler (--upscaler), x{report['factor']}",
+            f"  input:       {report['input']}" + (f" (fixed {fixed[0]} x {fixed[1]}: run in tiles)" if fixed else ""),
+            f"  output:      {report['output']}",
+            f"  frames:      {report['frame'][0]} x {report['frame'][1]} -> "
+            f"{report['upscaled'][0]} x {report['upscaled'][1]}",
+            f"  FLOPs:       {'unknown' if gflop is None else f'{gflop:g} GFLOP'} per {report['frame'][0]} px frame",
+        ]
+    )
 
 
 def text(report: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@ with torch and exported, real renders decoded and compared with the graph run di
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -162,6 +163,21 @@ def test_the_factor_and_signature_are_read_from_the_graph(sr):
     assert info["factor"] == 4 and info["upscaled"] == [512, 512] and info["name"] == "resize-x4.onnx"
     # head 3->8 at 128 px, tail 8->3 at 512 px, 3x3 kernels: 2 x (128^2 x 8 x 27 + 512^2 x 3 x 72)
     assert info["gflop_per_frame"] == pytest.approx(2 * (128**2 * 8 * 27 + 512**2 * 3 * 72) / 1e9, rel=1e-3)
+
+
+def test_inspect_describes_an_upscaler(sr, tmp_path, capsys):
+    """`inspect SR.onnx`: the factor, input and output and FLOPs, as text and as JSON."""
+    assert main(["inspect", str(sr["x4"])]) == 0
+    shown = capsys.readouterr().out
+    assert "upscaler (--upscaler), x4" in shown and "128 x 128 -> 512 x 512" in shown, shown
+    report = tmp_path / "sr.json"
+    assert main(["inspect", str(sr["x2-fixed"]), "--json", str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert data["kind"] == "upscaler" and data["factor"] == 2 and data["fixed_input"] == [64, 64]
+    capsys.readouterr()
+    assert main(["inspect", str(sr["gray"])]) == 2  # neither a generator nor an upscaler: the generator's error
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "a generator needs" in error[0], error
 
 
 def test_tile_windows_cover_each_axis_with_context():
