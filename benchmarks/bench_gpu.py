@@ -43,6 +43,7 @@ from benchmarks.prepare import DEFAULT_WORK, load_average, model_folder, prepare
 from ganterp_fast.engine.backends.bench import GFLOP_PER_IMAGE
 from ganterp_fast.engine.backends.contract import NUM_CLASSES, Z_DIM, truncated_normal
 from ganterp_fast.engine.backends.machine import gpu_description
+from ganterp_fast.engine.backends.timing import time_calls
 
 # Useful compute per image with the 3-channel last conv (engineering-facts.md).
 DEFAULT_BATCHES = (1, 4, 8, 16, 32, 64)
@@ -182,14 +183,7 @@ def latents(batch: int, seed: int, truncation: float) -> dict[str, np.ndarray]:
 
 def timed_rate(run: Callable[[], Any], batch: int, *, min_seconds: float, min_runs: int = 5) -> dict[str, float]:
     """images/s from the best and median of repeated calls after two warm-up calls."""
-    run()
-    run()
-    times: list[float] = []
-    began = time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - began < min_seconds:
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
+    times = time_calls(run, seconds=min_seconds, warmup=2, min_runs=min_runs)
     return {
         "images_per_s": round(batch / min(times), 1),
         "images_per_s_median": round(batch / statistics.median(times), 1),

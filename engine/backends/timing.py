@@ -13,13 +13,15 @@ WARMUP_CALLS = 2  # first calls choose kernels (cuDNN's search), allocate, captu
 MIN_RUNS = 3
 
 
-def time_calls(run: Callable[[], Any], *, seconds: float, warmup: int = WARMUP_CALLS) -> list[float]:
-    """Seconds of each call of `run`, repeated for `seconds` (at least `MIN_RUNS` calls) after warm-up."""
+def time_calls(
+    run: Callable[[], Any], *, seconds: float, warmup: int = WARMUP_CALLS, min_runs: int = MIN_RUNS
+) -> list[float]:
+    """Seconds of each call of `run`, repeated for `seconds` (at least `min_runs` calls) after warm-up."""
     for _ in range(warmup):
         run()
     times: list[float] = []
     began = time.perf_counter()
-    while len(times) < MIN_RUNS or time.perf_counter() - began < seconds:
+    while len(times) < min_runs or time.perf_counter() - began < seconds:
         started = time.perf_counter()
         run()
         times.append(time.perf_counter() - started)
