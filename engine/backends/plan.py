@@ -123,11 +123,11 @@ def plan_model(options: ModelOptions) -> ModelPlan:
         options.device, tensorrt=options.tensorrt, cuda_graph=options.cuda_graph, threads=options.threads
     )
     path = ready_model(options.model, weights=options.weights)
-    if path is not None and is_foreign(read_metadata(path)):
+    metadata = read_metadata(path) if path is not None else None
+    if metadata is not None and is_foreign(metadata):
         roles = read_metadata(_wrap(options, path))  # wrapped once into the cache: the plan and the workers share it
         return _foreign_plan(options, device, wrapped_roles(roles))
-    if path is not None:
-        metadata = read_metadata(path)
+    if metadata is not None:
         check_metadata(metadata, path)
         exported = model_precision(metadata)
         resolution = int(metadata["ganterp_fast.resolution"])
