@@ -46,8 +46,8 @@ from benchmarks.prepare import (
     prepare_int8,
     write_music,
 )
-from ganterp_fast.engine.api import StageTimes
 from ganterp_fast.engine.backends.contract import frames_psnr as psnr
+from ganterp_fast.engine.result import StageTimes
 
 RESOLUTION = 128
 

@@ -78,7 +78,8 @@ def _vm_hwm_mb() -> float | None:
 
 def child(args: argparse.Namespace) -> int:
     """One render in this process; prints a JSON line with its times and peak memory."""
-    from ganterp_fast.engine.api import RenderOptions, render
+    from ganterp_fast.engine.api import render
+    from ganterp_fast.engine.options import RenderOptions
 
     before = _vm_hwm_mb() or _ru_maxrss_mb()  # the interpreter and imports, before any render work
     cpu: dict[str, Any] = {}

@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.bench_output import gan_like
     from ganterp_fast.engine.backends.choice import open_generator
     from ganterp_fast.engine.backends.models import resolve_model
-    from ganterp_fast.engine.backends.upscaler import Upscaler, describe_upscaler, read_upscaler
+    from ganterp_fast.engine.backends.upscaler import Upscaler
+    from ganterp_fast.engine.backends.upscaler_graph import describe_upscaler, read_upscaler
 
     load_before = load_average()
     folder = args.work / "upscalers"

@@ -13,26 +13,13 @@ from typing import TYPE_CHECKING
 from ganterp_fast.engine.audio.excerpt import Section
 from ganterp_fast.engine.audio.source import Source
 from ganterp_fast.engine.backends.choice import FrameGenerator
-from ganterp_fast.engine.backends.plan import default_batch_size, planned_device
 from ganterp_fast.engine.job import prepare
-from ganterp_fast.engine.options import ModelOptions, RenderOptions
-from ganterp_fast.engine.result import Progress, RenderResult, StageTimes
+from ganterp_fast.engine.options import RenderOptions
+from ganterp_fast.engine.result import Progress, RenderResult
 from ganterp_fast.engine.scale.plan import check_segment_seconds
 
 if TYPE_CHECKING:
     from ganterp_fast.engine.scale.cluster import Cluster
-
-__all__ = [
-    "ModelOptions",
-    "Progress",
-    "RenderOptions",
-    "RenderResult",
-    "Section",
-    "StageTimes",
-    "default_batch_size",
-    "planned_device",
-    "render",
-]
 
 
 def render(

@@ -33,7 +33,8 @@ from ganterp_fast.engine.audio.source import Source, open_source
 from ganterp_fast.engine.backends.choice import FrameGenerator
 from ganterp_fast.engine.backends.plan import ModelPlan, plan_model
 from ganterp_fast.engine.backends.preparation import ModelProgress
-from ganterp_fast.engine.backends.upscaler import UpscalerPlan, open_upscaler, plan_upscaler, upscaled
+from ganterp_fast.engine.backends.upscaler import open_upscaler, upscaled
+from ganterp_fast.engine.backends.upscaler_graph import UpscalerPlan, plan_upscaler
 from ganterp_fast.engine.errors import InputError, RenderError
 from ganterp_fast.engine.files import check_output, same_file
 from ganterp_fast.engine.latent.path import LatentPath, frame_count, parse_fps

@@ -36,7 +36,8 @@ class CheapGenerator:
         frames[:, ::16, :, :] = 255 - frames[:, ::16, :, :]
         return frames
 
-from ganterp_fast.engine.api import ModelOptions, RenderOptions, render
+from ganterp_fast.engine.api import render
+from ganterp_fast.engine.options import ModelOptions, RenderOptions
 
 source, output, model = sys.argv[1:4]
 page = os.sysconf("SC_PAGE_SIZE")

@@ -270,7 +270,7 @@ def test_interrupt_mid_render_leaves_nothing(tiny_onnx, tmp_path, sig, code):
 def _peak_rss_of_render(source: Path, output: Path, tiny_onnx: Path) -> int:
     script = (
         "import resource, sys\n"
-        "from ganterp_fast.engine.api import render, RenderOptions, ModelOptions\n"
+        "from ganterp_fast import render, RenderOptions, ModelOptions\n"
         f"options = RenderOptions(model=ModelOptions(model={str(tiny_onnx)!r}, batch_size=4), fps='4')\n"
         f"render({str(source)!r}, {str(output)!r}, options)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"

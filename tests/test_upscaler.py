@@ -16,13 +16,8 @@ from media import psnr, render_options
 from ganterp_fast.cli.main import main
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions
 from ganterp_fast.engine.backends.choice import open_generator
-from ganterp_fast.engine.backends.upscaler import (
-    Upscaler,
-    describe_upscaler,
-    open_upscaler,
-    read_upscaler,
-    tile_windows,
-)
+from ganterp_fast.engine.backends.upscaler import Upscaler, open_upscaler, tile_windows
+from ganterp_fast.engine.backends.upscaler_graph import describe_upscaler, read_upscaler
 from ganterp_fast.engine.errors import OptionError
 from ganterp_fast.engine.job import prepare
 from ganterp_fast.engine.options import OutputOptions

@@ -25,20 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from ganterp_fast.engine.backends.upscaler_graph import UpscalerPlan, describe_upscaler, plan_upscaler, read_upscaler
+from ganterp_fast.engine.backends.upscaler_graph import UpscalerPlan
 from ganterp_fast.engine.errors import InputError, RenderError
 from ganterp_fast.engine.pipeline import Ahead, is_out_of_memory, reason
-
-__all__ = [
-    "Upscaler",
-    "UpscalerPlan",
-    "describe_upscaler",
-    "open_upscaler",
-    "plan_upscaler",
-    "read_upscaler",
-    "tile_windows",
-    "upscaled",
-]
 
 log = logging.getLogger(__name__)
 
