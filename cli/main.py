@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from ganterp_fast import __version__
 from ganterp_fast.engine.errors import GanterpError, OptionError
 
-SUBCOMMANDS = ("analyze", "render", "export", "inspect", "classes", "bench", "ui")
+SUBCOMMANDS = ("analyze", "render", "export", "inspect", "classes", "bench", "ui", "live")
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
