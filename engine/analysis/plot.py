@@ -145,3 +145,46 @@ def _onset_panel(ax: Any, analysis: Analysis) -> None:
     ax.plot(onset_times, onsets, color="tab:orange", linewidth=0.6)
     ax.set_ylabel("onset strength")
     ax.set_title("onset strength envelope (librosa; drives --pulse)", loc="left", fontsize=9)
+
+
+def plot_live(live: Any, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """Draw the offline signal with the offline points and the live points of a `LiveAnalysis`:
+    each live point at its time, with a line to when it became known."""
+    image_format = plot_format(path)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingExtraError("--plot", "plot") from None
+
+    analysis = live.offline
+    fig, ax = plt.subplots(1, 1, figsize=(12, 3.6), constrained_layout=True)
+    title = os.path.basename(analysis.source) if analysis.source else "audio"
+    a = live.agreement()
+    fig.suptitle(
+        f"{title}: {len(live.points)} live points (level {live.level}, delay {live.delay_s:.2f} s), "
+        f"{len(analysis.inflection_points)} offline; {a['matched']} matched within {a['tolerance_s']:g} s"
+    )
+    times = analysis.column_times()
+    ax.plot(times, analysis.signal, color="tab:blue", linewidth=1.0, label="smoothed signal (offline)")
+    points = analysis.inflection_points
+    ax.scatter(times[points], analysis.signal[points], color="tab:red", zorder=3, s=18, label="offline points")
+    upper = max(float(analysis.signal.max()) if len(analysis.signal) else 1.0, 1e-3)
+    live_times = np.array([p.time_s for p in live.points])
+    known = np.array([p.detected_at_s for p in live.points])
+    height = np.full(len(live_times), upper * 1.15)
+    ax.hlines(height, live_times, known, color="tab:green", linewidth=1.0)
+    ax.scatter(live_times, height, marker="v", color="tab:green", zorder=3, s=22, label="live points (at their time)")
+    ax.scatter(known, height, marker="|", color="tab:green", zorder=3, s=40, label="... known at")
+    ax.set_ylim(0, upper * 1.3)
+    ax.set_ylabel("normalised TV")
+    ax.set_xlabel("time (s)")
+    ax.set_xlim(0, max(analysis.duration_s, 1e-3))
+    ax.legend(loc="lower right", fontsize=8, ncol=4)
+    try:
+        with atomic_output(path, overwrite=overwrite) as temporary:
+            fig.savefig(temporary, dpi=110, format=image_format)
+    finally:
+        plt.close(fig)
