@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
 "$PYTHON" -m pip install --quiet torch==2.13.0
-"$PYTHON" -m pip install --quiet -e ".[cpu,export,plot,test,ray,ui]"
+"$PYTHON" -m pip install --quiet -e ".[cpu,export,plot,test,ray,ui,live]"
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
         || echo "scripts/test.sh: chromium could not be installed; the browser tests will be skipped" >&2

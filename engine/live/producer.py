@@ -172,7 +172,7 @@ class Producer:
         return ok
 
     def _check_pace(self) -> None:
-        if self.on_behind is None or self.stats.batches < 5:
+        if self.on_behind is None or self.stats.batches < 30:  # past the first calls' warm-up
             return
         sustained = self.stats.frames_per_s(self.batch_size)
         if sustained < 0.9 * self.fps:
