@@ -262,3 +262,24 @@ def test_an_upscaler_keeps_the_aspect_of_frames_that_are_not_square(models, song
     result = cli("render", str(song), "-o", str(out), "--model", str(models["wide"]), "--upscaler", str(sr), "-q")
     assert result.returncode == 0, result.stderr
     assert decode(out).shape[1:] == (128, 192, 3)
+
+
+def test_a_render_reads_and_hashes_a_foreign_graph_once(models, tmp_path):
+    """Planning wraps the graph; resolving it for the generator finds that wrapping without reading
+    the file again. A source written again, or a wrapped file removed from the cache, is wrapped again."""
+    import shutil
+
+    from ganterp_fast.engine.backends import foreign
+    from ganterp_fast.engine.backends.plan import plan_model
+    from ganterp_fast.engine.options import ModelOptions
+
+    source = shutil.copy(models["stylegan"], tmp_path / "mine.onnx")
+    foreign._wrapped_memo.cache_clear()
+    plan = plan_model(ModelOptions(model=str(source), precision="fp32"))
+    path = plan.resolve()
+    assert plan.foreign and path.is_file() and foreign._wrapped_memo.cache_info()[:2] == (1, 1)  # hits, misses
+    path.unlink()
+    assert plan.resolve() == path and path.is_file()
+    shutil.copy(models["uint8"], source)  # another graph under the same name
+    again = plan_model(ModelOptions(model=str(source), precision="fp32"))
+    assert again.resolve() != path and Generator(again.resolve(), device="cpu").roles.output_dtype == "uint8"

@@ -6,17 +6,20 @@ The wrapper prefixes the foreign graph's names, feeds its inputs from the new on
 to float16 where the graph computes in it, a scalar psi from the batch's first value) and
 appends Transpose, the scale of its value range to 0..255 (`clip((x + 1) * 128, 0, 255)` as
 the exports do), Clip and Cast. Wrapped files live in the cache under the source file's
-sha256 and the roles, with metadata saying what was assigned (`kind=foreign`).
+sha256 and the roles, with metadata saying what was assigned (`kind=foreign`). A process reads
+and hashes a source file once: planning a render and resolving its model share the wrapping
+(`wrapped`, kept per file, size, modification time and roles asked for).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,18 +109,67 @@ def read_roles(
     return assign_roles(str(path), found_inputs, found_outputs, named=inputs, value_range=value_range)
 
 
+@dataclass(frozen=True)
+class Wrapped:
+    """A foreign generator wrapped into the cache: the wrapped file and the roles it was wrapped with."""
+
+    path: Path
+    roles: Roles
+
+
 def wrap_foreign(
     path: str | os.PathLike[str], *, inputs: Mapping[str, str] | None = None, value_range: str = "-1,1"
 ) -> Path:
     """The wrapped graph of the foreign generator at `path`, built into the cache once."""
+    return wrapped(path, inputs=inputs, value_range=value_range).path
+
+
+def wrapped(
+    path: str | os.PathLike[str], *, inputs: Mapping[str, str] | None = None, value_range: str = "-1,1"
+) -> Wrapped:
+    """The foreign generator at `path` wrapped once into the cache, and its roles.
+
+    The source is read and hashed once per process while it stays unchanged (path, size,
+    modification time, inode) and its wrapped file stays in the cache.
+    """
     path = Path(path)
-    roles = read_roles(path, inputs=inputs, value_range=value_range)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ModelError(f"cannot read the model {path}: {exc.strerror or exc}") from exc
+    named = tuple(sorted((inputs or {}).items()))
+    args = (str(path.absolute()), stat.st_size, stat.st_mtime_ns, stat.st_ino, named, value_range, str(cache_dir()))
+    found = _wrapped_memo(*args)
+    if not found.path.is_file():  # the cache entry was removed since: wrap again
+        _wrapped_memo.cache_clear()
+        found = _wrapped_memo(*args)
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def _wrapped_memo(
+    source: str,
+    size: int,
+    mtime_ns: int,
+    inode: int,
+    named: tuple[tuple[str, str], ...],
+    value_range: str,
+    cache: str,
+) -> Wrapped:
+    del size, mtime_ns, inode  # the cache key only: a file written again is read again
+    path = Path(source)
+    roles = read_roles(path, inputs=dict(named) or None, value_range=value_range)
     digest = file_sha256(path)
     key = json.dumps({"sha256": digest, "roles": asdict(roles), "wrap": WRAP_VERSION}, sort_keys=True)
-    directory = cache_dir() / "foreign"
+    directory = Path(cache) / "foreign"
     entry = directory / f"{path.stem[:40]}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
-    if entry.is_file():
-        return entry
+    if not entry.is_file():
+        _write_wrapped(path, entry, roles, digest)
+    return Wrapped(entry, roles)
+
+
+def _write_wrapped(path: Path, entry: Path, roles: Roles, digest: str) -> None:
+    """The wrapped graph of `path` written atomically to `entry`, with the metadata of what was assigned."""
     onnx = _onnx()
     model = wrap_model(load_graph(path, external=True), roles)
     for name, value in (
@@ -133,6 +185,7 @@ def wrap_foreign(
     ):
         entry_prop = model.metadata_props.add()
         entry_prop.key, entry_prop.value = META_PREFIX + name, value
+    directory = entry.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
         temporary = directory / f".{entry.name}.{os.getpid()}.partial"
@@ -141,7 +194,6 @@ def wrap_foreign(
     except OSError as exc:
         raise ModelError(f"cannot write the wrapped model {entry}: {exc.strerror or exc}") from exc
     log.info("wrapped the foreign generator %s into %s", path, entry)
-    return entry
 
 
 def wrapped_inputs(roles: Roles) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from ganterp_fast.engine.backends.base import FrameGenerator
 from ganterp_fast.engine.backends.choice import export_precision, open_generator, plan_precision
 from ganterp_fast.engine.backends.contract import NUM_CLASSES, Z_DIM, is_ready_model, read_metadata
-from ganterp_fast.engine.backends.foreign import is_foreign, wrap_foreign, wrapped_roles
+from ganterp_fast.engine.backends.foreign import Wrapped, is_foreign, wrapped
 from ganterp_fast.engine.backends.hub import ready_model
 from ganterp_fast.engine.backends.machine import physical_cores, usable_cpus
 from ganterp_fast.engine.backends.preparation import ModelProgress
@@ -79,8 +79,8 @@ class ModelPlan:
         """
         from ganterp_fast.engine.backends.models import resolve_model
 
-        if self.foreign:
-            return _wrap(self.options, ready_model(self.options.model))
+        if self.foreign:  # wrapped when planned: the same process finds it without reading the file again
+            return _wrap(self.options, ready_model(self.options.model)).path
         return resolve_model(
             self.options.model,
             precision=export_precision(self.precision),
@@ -125,8 +125,8 @@ def plan_model(options: ModelOptions) -> ModelPlan:
     path = ready_model(options.model, weights=options.weights)
     metadata = read_metadata(path) if path is not None else None
     if metadata is not None and is_foreign(metadata):
-        roles = read_metadata(_wrap(options, path))  # wrapped once into the cache: the plan and the workers share it
-        return _foreign_plan(options, device, wrapped_roles(roles))
+        roles = _wrap(options, path).roles  # wrapped once into the cache: the plan and the workers share it
+        return _foreign_plan(options, device, roles)
     if metadata is not None:
         check_metadata(metadata, path)
         exported = model_precision(metadata)
@@ -144,15 +144,13 @@ def plan_model(options: ModelOptions) -> ModelPlan:
     return ModelPlan(options=options, device=device, precision=precision, resolution=resolution, batch_size=batch_size)
 
 
-def _wrap(options: ModelOptions, path: Path) -> Path:
+def _wrap(options: ModelOptions, path: Path) -> Wrapped:
     """The foreign graph at `path` (the local file of `options.model`, a Hub file too) wrapped once into the cache."""
-    return wrap_foreign(path, inputs=parse_inputs(options.model_inputs), value_range=options.model_range)
+    return wrapped(path, inputs=parse_inputs(options.model_inputs), value_range=options.model_range)
 
 
-def _foreign_plan(options: ModelOptions, device: str, roles: Roles | None) -> ModelPlan:
+def _foreign_plan(options: ModelOptions, device: str, roles: Roles) -> ModelPlan:
     """The plan of a wrapped foreign generator: its own precision (fp16 graphs on CUDA only), sizes and inputs."""
-    if roles is None:
-        raise InputError(f"{options.model}: the wrapped model lost its roles; remove it from the cache")
     exported = "fp16" if roles.latent_dtype == "float16" else "fp32"
     precision = plan_precision(options.precision, device, model_precision=exported)
     if export_precision(precision) != exported:
