@@ -326,3 +326,61 @@ def test_preview_caps_the_size_and_encodes_fast(clips, tiny_onnx, generator, tmp
     result = job.run(generator=generator)
     assert result.full_render_seconds > 0 and result.full_frames == 30
     assert os.path.getsize(result.output) > 0
+
+
+# ---------------------------------------------------------------- a generator whose frames are not square
+
+
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory):
+    """A foreign generator of 96 x 64 frames (float [0, 1] out) and its generator."""
+    from foreign_models import stylegan_like
+
+    path = stylegan_like(tmp_path_factory.mktemp("wide") / "wide.onnx", size=(64, 96), output="nchw01", seed=3)
+    return path, open_generator(path, device="cpu", precision="fp32")
+
+
+def wide_options(model: Path, **output):
+    flat = {"model": str(model), "model_range": "0,1", "precision": "fp32", "crf": 0, "fps": "30"}
+    return render_options(**flat, analysis=BUSY, output=OutputOptions(**output))
+
+
+@pytest.mark.parametrize("layout", ["side-by-side", "stack", "pip"])
+def test_layouts_keep_the_aspect_of_frames_that_are_not_square(clips, wide_model, tmp_path, layout):
+    """Without --size, the GAN cell is the generator's own 96 x 64 frame, pasted unscaled beside,
+    below or under the source picture (which keeps its own aspect)."""
+    model, generator = wide_model
+    source = clips["vfr" if layout == "stack" else "25fps"]  # 96 x 96 above the GAN, 160 x 90 beside it
+    job, _ = render(source, tmp_path / "out.mp4", wide_options(model, layout=layout), generator, duration=0.5)
+    decoded, gan = decode(tmp_path / "out.mp4"), gan_frames(job, generator)
+    assert gan.shape[1:] == (64, 96, 3) and len(decoded) == len(gan) == 15
+    shape, cell = {
+        "side-by-side": ((64, 114 + 96, 3), (slice(0, 64), slice(114, 210))),  # 64 px high at 16:9: 114 wide
+        "stack": ((96 + 64, 96, 3), (slice(96, 160), slice(0, 96))),
+        "pip": ((64, 96, 3), (slice(0, 30), slice(0, 60))),  # the GAN frame's top left, clear of the inset
+    }[layout]
+    assert decoded[0].shape == shape
+    for got, frame in zip(decoded, gan):
+        expected = as_decoded(frame)
+        if layout == "pip":
+            got, expected = got[cell], expected[cell]
+        else:
+            got = got[cell]
+        assert media.psnr(got, expected) > 35
+
+
+@pytest.mark.parametrize("fit", ["pad", "crop"])
+def test_a_sized_layout_fits_frames_that_are_not_square(clips, wide_model, tmp_path, fit):
+    """--size with a layout: the 3:2 frame fitted into its 256 x 144 half by --fit as for any frame
+    (pad: scaled to 216 x 144 between 20 px bars; crop: scaled to 256 x 170, its centre kept)."""
+    model, generator = wide_model
+    opts = wide_options(model, layout="side-by-side", size="512x144", fit=fit)
+    job, _ = render(clips["25fps"], tmp_path / "out.mp4", opts, generator, duration=0.5)
+    decoded, gan = decode(tmp_path / "out.mp4"), gan_frames(job, generator)
+    for got, frame in zip(decoded, gan):
+        half = got[:, 256:]
+        if fit == "pad":
+            assert half[:, :18].max() <= 20 and half[:, -18:].max() <= 20  # the bars
+            assert media.psnr(half[:, 20:236], scaled(frame, 216, 144)) > 30
+        else:
+            assert media.psnr(half, scaled(frame, 256, 170)[13:157]) > 30

@@ -1,4 +1,4 @@
-"""The compositor: the generator's square frames into the output's size, aspect and layout.
+"""The compositor: the generator's frames into the output's size, aspect and layout.
 
 Between the generator and the encoder, on every path (one process or a segment of a
 scale-out), so every output option works everywhere. The plan (`Composition`) is plain data
@@ -7,11 +7,12 @@ source video's decoder itself (`source_video.VideoFrames`, seeking to the range'
 frame), so a segment's frames equal those of a single pass.
 
 - Size: `--size WxH` or a preset; default the model's resolution (then nothing is done).
-- Fit of a square frame in a cell of another aspect: `pad` (black bars), `crop` (the centre
+- Fit of a frame in a cell of another aspect: `pad` (black bars), `crop` (the centre
   of the frame at the cell's aspect), `blur` (the frame scaled to fill the cell, blurred, as
   the background, with the sharp frame centred on it).
 - Layout with the input's own picture: `side-by-side` (source left, GAN right), `stack`
-  (source above), `pip` (the source in a corner of the GAN frame). Each part keeps its aspect.
+  (source above), `pip` (the source in a corner of the GAN frame). Each part keeps its aspect:
+  without `--size`, the GAN cell is the generator's frame (square or not) at its own size.
 
 Scaling is FFmpeg's swscale through PyAV (lanczos up, area down, one scaler context per size
 kept for every frame); the blur is libavfilter's `gblur` on a small copy of the background,
@@ -138,16 +139,17 @@ def plan_composition(
         raise InputError(f"layout {layout} needs a video to show, and there is none")
     aspect = video.aspect if video is not None else 1.0
     r = resolution
+    gw = frame_width or r  # the generator's frames are gw x r
     natural = size is None  # the parts at their own aspect, the GAN frame at its own size
-    source_width = _even(r * aspect) if layout == "side-by-side" else r
-    source_height = _even(r / aspect) if layout == "stack" else r
+    source_width = _even(r * aspect) if layout == "side-by-side" else gw  # beside it: its height
+    source_height = _even(gw / aspect) if layout == "stack" else r  # above it: its width
     if size is None:
         if layout == "side-by-side":
-            size = (source_width + r, r)
+            size = (source_width + gw, r)
         elif layout == "stack":
-            size = (r, source_height + r)
+            size = (gw, source_height + r)
         else:
-            size = (frame_width or r, r)
+            size = (gw, r)
     width, height = size
     if max_side is not None and max(width, height) > max_side:
         scale = max_side / max(width, height)
@@ -156,7 +158,7 @@ def plan_composition(
     source_fit = fit
     gan = Rect(0, 0, width, height)
     if layout == "side-by-side":
-        left = 2 * round(width * source_width / (source_width + r) / 2) if natural else width // 4 * 2
+        left = 2 * round(width * source_width / (source_width + gw) / 2) if natural else width // 4 * 2
         source, gan = Rect(0, 0, left, height), Rect(left, 0, width - left, height)
         source_fit = "crop" if natural else fit
     elif layout == "stack":
