@@ -52,7 +52,9 @@ class LiveOptions(Options):
         help="address to listen on; 0.0.0.0 serves every network interface, so anyone who can reach this "
         "machine can open the page (default: %(default)s, this machine only)",
     )
-    port: int = option(7870, flag="--port", check=whole(1, 65535), help="port to listen on")
+    port: int = option(
+        7870, flag="--port", check=whole(0, 65535, note="0: any free port"), help="port to listen on; 0: any free one"
+    )
     record: str | None = option(
         None,
         flag="--record",
