@@ -22,7 +22,13 @@ import numpy as np
 from benchmarks.common import markdown_table, write_results
 from benchmarks.prepare import load_average
 from ganterp_fast.engine.analysis.analyze import AnalysisOptions, analyze
-from ganterp_fast.engine.analysis.online import LEVELS, MATCH_TOLERANCE_S, OnlineAnalysis, agreement
+from ganterp_fast.engine.analysis.online import (
+    LEVELS,
+    MATCH_TOLERANCE_S,
+    OnlineAnalysis,
+    agreement,
+    matched_differences,
+)
 from ganterp_fast.engine.audio.decode import iter_channel0
 from ganterp_fast.engine.audio.source import open_source
 
@@ -73,8 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             live_times = np.array([p.time_s for p in online.points[1:]])
             delays = np.array([p.detected_at_s - p.time_s for p in online.points[1:]])
             result = agreement(live_times, offline_times, delays, args.tolerance)
-            differences = [min(abs(offline_times - t)) for t in live_times] if len(offline_times) else []
-            matched_diffs = sorted(d for d in differences if d <= args.tolerance)[: result["matched"]]
+            matched_diffs = matched_differences(live_times, offline_times, args.tolerance)
             result.update(
                 file=path.name, level=level, duration_s=offline.duration_s, realtime_factor=offline.duration_s / wall
             )

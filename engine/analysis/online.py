@@ -344,8 +344,8 @@ class LiveAnalysis:
         }
 
 
-def agreement(live: np.ndarray, offline: np.ndarray, delays: np.ndarray, tolerance_s: float) -> dict[str, Any]:
-    """Live and offline point times matched one to one in order of distance, within `tolerance_s`."""
+def matched_differences(live: np.ndarray, offline: np.ndarray, tolerance_s: float) -> list[float]:
+    """|time difference| of live and offline points matched one to one, closest first, within `tolerance_s`."""
     pairs = sorted(
         (abs(a - b), i, j) for i, a in enumerate(live) for j, b in enumerate(offline) if abs(a - b) <= tolerance_s
     )
@@ -356,7 +356,13 @@ def agreement(live: np.ndarray, offline: np.ndarray, delays: np.ndarray, toleran
         if i not in used_live and j not in used_offline:
             used_live.add(i)
             used_offline.add(j)
-            differences.append(d)
+            differences.append(float(d))
+    return differences
+
+
+def agreement(live: np.ndarray, offline: np.ndarray, delays: np.ndarray, tolerance_s: float) -> dict[str, Any]:
+    """Counts, precision and recall of the matched points, and the spread of their times and delays."""
+    differences = matched_differences(live, offline, tolerance_s)
 
     def stats(values: Any) -> tuple[float | None, float | None]:
         if len(values) == 0:
