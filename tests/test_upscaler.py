@@ -265,3 +265,89 @@ def test_a_bad_upscaler_is_one_line_and_exit_2(song, sr, tiny_onnx, tmp_path, ca
     assert not out.exists() and list(tmp_path.glob("out*")) == []
     with pytest.raises(OptionError, match="ModelOptions.upscaler"):
         prepare(song, out, options(tiny_onnx, path))
+
+
+# ---------------------------------------------------------------- bf16 behind the gate
+
+
+class Cancelling(torch.nn.Module):
+    """x2 nearest through a 1x1 convolution that adds 1000 and one that takes it away: exact in fp32,
+    noise in bf16 (8 bits of mantissa keep steps of 4 at 1000), so it fails the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down = torch.nn.Conv2d(3, 3, 1), torch.nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return torch.nn.functional.interpolate(self.down(self.up(x)), scale_factor=2.0, mode="nearest")
+
+
+def native_bf16() -> None:
+    pytest.importorskip("openvino")
+    from ganterp_fast.engine.backends.capability import bf16_capability
+
+    if not bf16_capability().native:
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")
+
+
+@pytest.fixture(scope="module")
+def cancelling(tmp_path_factory):
+    path = export(Cancelling(), tmp_path_factory.mktemp("cancel") / "cancelling.onnx")
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))  # export() drew random weights: set the identity and the +-1000 biases
+    for item in model.graph.initializer:
+        value = numpy_helper.to_array(item)
+        if value.ndim == 4:
+            value = np.eye(3, dtype=np.float32)[:, :, None, None]
+        else:
+            value = np.full(3, 1000.0 if "up" in item.name else -1000.0, np.float32)
+        item.CopyFrom(numpy_helper.from_array(value, item.name))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_the_upscaler_follows_the_renders_precision(sr, tiny_onnx):
+    from ganterp_fast.engine.backends.upscaler_graph import plan_upscaler
+    from ganterp_fast.engine.options import ModelOptions
+
+    for precision, planned in (("fp32", "fp32"), ("auto", "auto-bf16"), ("fp16", "fp32"), ("bf16", "bf16")):
+        model = ModelOptions(model=str(tiny_onnx), precision=precision, upscaler=str(sr["x2"]))
+        assert plan_upscaler(model, 128).precision == planned
+    up = open_upscaler(read_upscaler(sr["x2"]), device="cpu")  # a plan made without options: fp32
+    assert up.precision == "fp32" and up.providers == ["CPUExecutionProvider"]
+
+
+def test_bf16_upscaler_passes_its_gate_and_stays_close_to_fp32(sr, caplog):
+    native_bf16()
+    from ganterp_fast.engine.backends.gate import stored_gate
+    from ganterp_fast.engine.backends.upscaler import gate_samples
+
+    plan = replace(read_upscaler(sr["x4"]), precision="bf16")
+    with caplog.at_level("INFO", logger="ganterp_fast.engine.backends.upscaler"):
+        up = open_upscaler(plan, device="cpu")
+    assert up.precision == "bf16" and up.providers == ["OpenVINO CPU bf16"]
+    assert "in bf16: bf16 vs fp32 on 4 sample frames: PSNR" in caplog.text
+    gate = stored_gate(plan.path, "bf16")
+    assert gate is not None and gate.passed and gate.psnr_db >= 35 and gate.samples == len(gate_samples(plan))
+    rng = np.random.default_rng(4)
+    frames = np.repeat(np.repeat(rng.integers(0, 256, (3, 16, 24, 3), dtype=np.uint8), 4, 1), 4, 2)
+    exact = Upscaler(read_upscaler(sr["x4"]))(frames)
+    assert up(frames).shape == exact.shape == (3, 256, 384, 3) and psnr(up(frames), exact) > 35
+
+
+def test_bf16_that_fails_its_gate_runs_fp32_and_says_why(song, cancelling, tiny_onnx, tmp_path, caplog, capsys):
+    native_bf16()
+    plan = replace(read_upscaler(cancelling), precision="bf16")
+    with caplog.at_level("WARNING", logger="ganterp_fast.engine.backends.upscaler"):
+        up = open_upscaler(plan, device="cpu")
+    assert up.precision == "fp32" and "fails the bf16 quality gate" in caplog.text and "PSNR" in caplog.text
+    frames = np.random.default_rng(5).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    assert np.array_equal(up(frames), np.repeat(np.repeat(frames, 2, 1), 2, 2))  # fp32: exact
+    out = tmp_path / "out.mp4"
+    args = ["render", str(song), "-o", str(out), "--model", str(tiny_onnx), "--precision", "bf16", "--fps", "5"]
+    capsys.readouterr()
+    code = main([*args, "--upscaler", str(cancelling), "-q"])  # the gate stored: a render reads it
+    assert code == 0 and decode(out)[0].shape == (256, 256, 3)
+    assert "upscaler cancelling.onnx fails the bf16 quality gate" in capsys.readouterr().err

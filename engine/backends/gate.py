@@ -1,7 +1,8 @@
 """The quality gate of a generator that is not exact (OpenVINO bf16): its frames against ONNX Runtime fp32.
 
 The first time a model runs in bf16 on a kind of CPU, its frames on held-out latents are
-compared with the same model's ONNX Runtime fp32 frames; the figures are stored under the
+compared with the same model's ONNX Runtime fp32 frames (an upscaler's, on sample frames:
+`upscaler`); the figures are stored under the
 cache keyed by the model file's sha256, the CPU kind and the OpenVINO version, and a model
 below `GATE_PSNR_DB` is refused. The gate takes the generator it gates as an argument, so it
 imports no backend but the reference's (ONNX Runtime, when the figures are measured).
@@ -152,12 +153,27 @@ def measure_gate(
             ]
         ).astype(np.float64)
 
-    expected = frames_of(reference)
-    frames = frames_of(candidate)
+    expected, frames = frames_of(reference), frames_of(candidate)
+    figures = {"precision": precision, "capability": capability, "threshold_db": threshold_db, "since": started}
+    return compare_frames(model_path, expected, frames, **figures)
+
+
+def compare_frames(
+    model_path: str | os.PathLike[str],
+    expected: np.ndarray,
+    frames: np.ndarray,
+    *,
+    precision: str,
+    capability: Bf16Capability,
+    threshold_db: float = GATE_PSNR_DB,
+    since: float | None = None,
+) -> GateResult:
+    """The gate figures of `frames` against the fp32 reference's `expected` (uint8 [N, ...] each):
+    PSNR over all and of the worst frame, the largest and mean error. `since`: when the measurement began."""
     if frames.shape != expected.shape:
         raise ModelError(f"{precision} frames have shape {frames.shape}, fp32 frames {expected.shape}")
-    error = frames - expected
-    per_frame = np.mean(error.reshape(len(z), -1) ** 2, axis=1)
+    error = frames.astype(np.float64) - expected.astype(np.float64)
+    per_frame = np.mean(error.reshape(len(error), -1) ** 2, axis=1)
     overall = psnr(float(per_frame.mean()))
     return GateResult(
         precision=precision,
@@ -167,11 +183,11 @@ def measure_gate(
         mean_abs_error=round(float(np.abs(error).mean()), 3),
         threshold_db=threshold_db,
         passed=bool(overall >= threshold_db),
-        samples=len(z),
+        samples=len(error),
         model_sha256=model_sha256(model_path),
         cpu=capability.kind,
         openvino=str(capability.openvino_version),
-        seconds=round(time.perf_counter() - started, 2),
+        seconds=round(time.perf_counter() - since, 2) if since is not None else 0.0,
     )
 
 
@@ -200,10 +216,28 @@ def quality_gate(
     runs only where no figures are stored.
     """
     capability = capability or bf16_capability()
+    return gated(
+        model_path,
+        lambda: measure_gate(model_path, candidate, precision=precision, capability=capability, threads=threads),
+        precision=precision,
+        capability=capability,
+    )
+
+
+def gated(
+    model_path: str | os.PathLike[str],
+    measure: Callable[[], GateResult],
+    *,
+    precision: str = "bf16",
+    capability: Bf16Capability | None = None,
+) -> GateResult:
+    """The stored gate figures of the file at `model_path` (a generator or an upscaler) on this CPU
+    kind, else `measure()`'s, stored for the next time."""
+    capability = capability or bf16_capability()
     result = stored_gate(model_path, precision, capability=capability)
     if result is not None:
         return result
-    result = measure_gate(model_path, candidate, precision=precision, capability=capability, threads=threads)
+    result = measure()
     try:
         store_gate(model_path, result, capability)
     except OSError as exc:

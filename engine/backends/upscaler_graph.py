@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class UpscalerPlan:
     tile: int = 512  # frames with a side over this are tiled (0: whole frames)
     overlap: int = 16  # context around each tile, cropped from its output
     sha256: str = ""  # the file's bytes (a changed file is a changed render)
+    precision: str = "fp32"  # "bf16" or "auto-bf16": OpenVINO bf16 behind its quality gate on a native-bf16 CPU
 
     @property
     def name(self) -> str:
@@ -262,7 +263,13 @@ def _flops(model: Any, shape: list[int]) -> float | None:
 
 def plan_upscaler(options: Any, resolution: int) -> UpscalerPlan | None:
     """The upscaler of `options` (a `ModelOptions`) read and checked for `resolution` px frames;
-    None without one. A bad file is the field's `OptionError` (--upscaler on the command line)."""
+    None without one. A bad file is the field's `OptionError` (--upscaler on the command line).
+
+    It follows the render's `--precision`: bf16 asks for bf16, auto for bf16 where the CPU has
+    it natively (both behind the upscaler's own quality gate, `upscaler.open_upscaler`); any
+    other precision runs it in fp32 (exact).
+    """
+    from ganterp_fast.engine.backends.contract import AUTO_BF16
     from ganterp_fast.engine.fields import error
 
     if options.upscaler is None:
@@ -273,4 +280,5 @@ def plan_upscaler(options: Any, resolution: int) -> UpscalerPlan | None:
     except InputError as exc:
         text = str(exc)
         raise error(options, "upscaler", text[len("upscaler ") :] if text.startswith("upscaler ") else text) from None
-    return plan
+    precision = {"bf16": "bf16", "auto": AUTO_BF16}.get(options.precision, "fp32")
+    return replace(plan, precision=precision)
