@@ -59,7 +59,8 @@ class FileFeed:
             cues.append(Cue("class", time_s, k, float(index), class_name(index, path.num_classes)))
         if analysis.beat_times is not None:
             cues += [Cue("beat", float(t), i) for i, t in enumerate(analysis.beat_times)]
-        self.cues = sorted(cues, key=lambda cue: (cue.time_s, cue.kind))
+        order = {"inflection": 0, "class": 1, "onset": 2, "beat": 3}
+        self.cues = sorted(cues, key=lambda cue: (cue.time_s, order[cue.kind]))
         self._cue_times = np.array([cue.time_s for cue in self.cues])
 
     def frames(self, start: int, stop: int) -> Latents:

@@ -184,6 +184,7 @@ class Producer:
 
     def _file_loop(self) -> None:
         last = -1  # the last slot made
+        told = -1.0  # the music's moments are announced up to this clock time
         paused_at = None
         num_frames = int(self.feed.num_frames)
         while not self._stop.is_set():
@@ -198,6 +199,9 @@ class Producer:
                 self.clock.wait(1.0, version)
                 continue
             paused_at = None
+            if told < now <= told + SEEK_S:  # the music's moments as the clock passes them (not a seek's)
+                self.on_cues(self.feed.cues_between(told, now))
+            told = now
             ahead = self.stats.batch_s + MARGIN_S
             due = max(0, math.ceil((now + ahead) * self.fps))  # the first slot that can be on time
             if last >= 0 and (due - last > SEEK_S * self.fps or due < last - SEEK_S * self.fps):
@@ -214,9 +218,7 @@ class Producer:
             skipped = first - last - 1 if last >= 0 else 0
             if not self._make(np.arange(first, stop), skipped):
                 return
-            before = last
             last = stop - 1
-            self.on_cues(self.feed.cues_between(before / self.fps if before >= 0 else -1.0, last / self.fps))
 
     def _mic_loop(self) -> None:
         last = -1
