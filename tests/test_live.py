@@ -266,3 +266,36 @@ def test_bad_input_is_one_line_and_exit_2(case: str, song: Path, tmp_path: Path,
     assert "Traceback" not in result.stderr
     assert taken.read_bytes() == b"keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["silent.mp4", "taken.mp4"]
+
+
+def test_a_session_serves_a_page_at_the_asked_size_and_records_it(song: Path, tiny_onnx: Path, tmp_path: Path) -> None:
+    from ganterp_fast.engine.live.session import LiveOptions, LiveSession
+    from ganterp_fast.engine.options import ModelOptions, OutputOptions, RenderOptions
+
+    options = RenderOptions(
+        model=ModelOptions(model=str(tiny_onnx), precision="fp32"),
+        output=OutputOptions(size="320x180", fit="pad"),
+        fps=24,
+    )
+    record = tmp_path / "out.mp4"
+    session = LiveSession(song, options, LiveOptions(record=str(record)))
+    got: list[Frames] = []
+    page = session.connect(lambda frames: got.append(frames) or True, sample_rate=8000)
+    page.report_clock(0.0, True)
+    audio = (media.music(8000, 2.0) * 32767).astype(np.int16)
+    began = time.monotonic()
+    for k in range(20):  # 2 s of audio heard in 0.1 s blocks, at its own pace
+        time.sleep(max(0.0, began + (k + 1) * 0.1 - time.monotonic()))
+        page.audio(audio[k * 800 : (k + 1) * 800], clock_s=page.clock.now()[0])
+    assert session.close() == record
+    assert got and got[0].images.shape[1:] == (180, 320, 3)
+    assert not session.pages and not page.producer.running
+    # The frames are the render path's: frame k here is LatentPath's frame k through the generator.
+    z, classes, _ = session.feed.frames(got[0].first, got[0].first + 1)
+    assert np.array_equal(session.generate(z, classes, None)[0], got[0].images[0])
+    with av.open(str(record)) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (320, 180)
+        assert abs(float(stream.duration * stream.time_base) - 2.0) < 0.1
+        assert container.streams.audio
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
