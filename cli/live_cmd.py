@@ -7,16 +7,16 @@ import importlib.util
 import sys
 import threading
 
-from ganterp_fast.cli.direct import add_direction_args, add_path_args, directed_options
+from ganterp_fast.cli.direct import add_direction_args, add_path_args
 from ganterp_fast.cli.flags import add_options, from_args
 from ganterp_fast.cli.options import add_analysis_args, add_example_flag
+from ganterp_fast.cli.ui_cmd import LOCAL_HOSTS
 from ganterp_fast.engine.backends.preparation import ModelProgress
 from ganterp_fast.engine.errors import InputError, MissingExtraError
 from ganterp_fast.engine.live.session import LiveOptions
 from ganterp_fast.engine.options import ModelOptions, OutputOptions, RenderOptions
 from ganterp_fast.engine.video.encode import EncodeOptions
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 #: Seconds between the terminal's status lines.
 STATUS_EVERY_S = 10.0
 
@@ -76,17 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _options(args: argparse.Namespace) -> tuple[RenderOptions, LiveOptions]:
-    analysis, path = directed_options(args, read_cues=True)
-    options = from_args(
-        RenderOptions,
-        args,
-        model=from_args(ModelOptions, args),
-        encode=from_args(EncodeOptions, args),
-        analysis=analysis,
-        path=path,
-        output=from_args(OutputOptions, args),
-    )
-    return options, from_args(LiveOptions, args)
+    from ganterp_fast.cli.render_cmd import options_from_args  # the flags live has, as render reads them
+
+    return options_from_args(args), from_args(LiveOptions, args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,6 +96,15 @@ def run(args: argparse.Namespace) -> int:
         source = args.input
     if source is not None and live.mic:
         raise InputError(f"give either INPUT ({source}) or --mic, not both")
+    if source is not None:  # no audio, or not a file: one line before any work
+        from ganterp_fast.engine.audio.source import open_source
+
+        open_source(source)
+    if live.record is not None:
+        from ganterp_fast.engine.files import check_output
+        from ganterp_fast.engine.video.encode import container_for
+
+        container_for(check_output(live.record, overwrite=options.overwrite))
     from ganterp_fast.live.server import LiveServer, bind
 
     sock = bind(live.host, live.port)  # a port in use: exit 2 before the model is prepared
