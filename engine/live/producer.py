@@ -186,11 +186,13 @@ class Producer:
         last = -1  # the last slot made
         told = -1.0  # the music's moments are announced up to this clock time
         paused_at = None
+        resumed = True  # the first batch after a start or a pause drops nothing: nothing was due before it
         num_frames = int(self.feed.num_frames)
         while not self._stop.is_set():
             now, playing, version = self.clock.now()
             if not playing:
                 slot = min(max(0, int(now * self.fps)), num_frames - 1)
+                resumed = True
                 if slot != paused_at:
                     paused_at = slot
                     if not self._make(np.array([slot]), 0):
@@ -215,10 +217,10 @@ class Producer:
                 self.clock.wait(start_at - now, version)
                 continue
             stop = min(first + self.batch_size, num_frames)
-            skipped = first - last - 1 if last >= 0 else 0
+            skipped = first - last - 1 if last >= 0 and not resumed else 0
             if not self._make(np.arange(first, stop), skipped):
                 return
-            last = stop - 1
+            last, resumed = stop - 1, False
 
     def _mic_loop(self) -> None:
         last = -1
