@@ -364,6 +364,53 @@ def test_two_pages_render_at_once_each_with_its_own_files(server, browser, song,
     pages[1].close()
 
 
+@needs_browser
+def test_advanced_model_renders_a_foreign_generator_slerp_and_an_upscaler(server, browser, song, shots, tmp_path):
+    """The advanced model accordion: a foreign .onnx in the model box, slerp between the cues and an
+    x2 upscaler give the page's video the CLI's frames for the same cue sheet and flags."""
+    torch = pytest.importorskip("torch")
+    from foreign_models import stylegan_like
+
+    foreign = stylegan_like(tmp_path / "foreign.onnx", seed=5)  # 32 x 32, z [N, 16], no classes
+    sr = tmp_path / "x2.onnx"
+    torch.manual_seed(0)
+    shuffle = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.PixelShuffle(2), torch.nn.Sigmoid())
+    axes = {"image": {0: "n", 2: "h", 3: "w"}, "up": {0: "n", 2: "h2", 3: "w2"}}
+    torch.onnx.export(
+        shuffle.eval(), (torch.rand(1, 3, 32, 32),), str(sr), input_names=["image"], output_names=["up"],
+        dynamic_axes=axes, opset_version=17, dynamo=False,
+    )  # fmt: skip
+    page = _open(browser, server)
+    _upload(page, song)
+    _points(page)
+    _set_fps(page, FPS)
+    page.get_by_role("button", name="Advanced model").click()
+    model_box = page.locator("#model").locator("input, textarea").first
+    model_box.wait_for(timeout=20_000)
+    assert model_box.input_value().endswith(".onnx")  # the server's model until changed
+    model_box.fill(str(foreign))
+    page.locator("#interpolation label", has_text="slerp").click()
+    page.locator("#upscaler").locator("input, textarea").first.fill(str(sr))
+    page.screenshot(path=shots / "9-advanced-model.png", full_page=True)
+    page.locator("#render").click()
+    _wait_for_video(page, server)
+    status = page.locator("#render-status").inner_text()
+    assert "64x64" in status and "keyframes:" in status, status
+    frames, _, _ = _decode(_download(page, "#download", tmp_path / "page.mp4"))
+    assert frames.shape == (frame_count(SECONDS, FPS), 64, 64, 3)
+
+    page.locator("#save-sheet").click()
+    page.wait_for_selector("#sheet-file a", timeout=20_000)
+    sheet = _download(page, "#sheet-file a", tmp_path / "cues.csv")
+    page.close()
+    argv = ["render", str(song), "--cues", str(sheet), "--model", str(foreign), "--precision", "fp32"]
+    argv += ["--fps", str(FPS), "--upscaler", str(sr), "-q"]
+    assert main([*argv, "--interpolation", "slerp", "-o", str(tmp_path / "slerp.mp4")]) == 0
+    assert np.array_equal(_decode(tmp_path / "slerp.mp4")[0], frames)
+    assert main([*argv, "-o", str(tmp_path / "lerp.mp4")]) == 0  # the control made the difference
+    assert not np.array_equal(_decode(tmp_path / "lerp.mp4")[0], frames)
+
+
 # ------------------------------------------------------------- the table (no browser)
 
 
@@ -439,6 +486,22 @@ def test_the_page_checks_its_controls_by_the_options_rules_and_names_the_control
         picture("255x144", "blur", "none", False)
     assert refused.value.named(refused.value.label).startswith("size (or WxH) 255x144 has an odd side")
     assert picture("the model's", "pad", "none", True) == picture(None, "pad", None, True)
+    from ganterp_fast.ui.events import model_options
+
+    base = ModelOptions(model="biggan-deep-128", precision="fp32")
+    assert model_options(base, "  ", "", "-1,1", None, 512, 16) == base  # empty boxes: the server's model
+    (tmp_path / "sr.onnx").write_bytes(b"")  # read when a render plans it
+    chosen = model_options(base, "hf:someone/gan/g.onnx", "latent=z", "0,1", str(tmp_path / "sr.onnx"), 256, 8)
+    assert (chosen.model, chosen.model_inputs, chosen.model_range, chosen.upscaler_tile) == (
+        "hf:someone/gan/g.onnx",
+        "latent=z",
+        "0,1",
+        256,
+    )
+    with pytest.raises(OptionError) as refused:
+        model_options(base, "", "", "-1,1", None, -1, 16)
+    named = refused.value.named(refused.value.label)
+    assert named.startswith("upscaler tile"), named  # the control's label
     assert not list((tmp_path / "workspace" / "sessions").rglob("*.png"))  # refused before any analysis
 
 

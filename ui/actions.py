@@ -282,6 +282,7 @@ def render_sheet(
     model: ModelOptions,
     fps: str = "30",
     pulse: float = 0.0,
+    interpolation: str = "lerp",
     picture: OutputOptions | None = None,
     generators: GeneratorCache | None = None,
     progress: Callable[[Progress], None] | None = None,
@@ -289,11 +290,13 @@ def render_sheet(
     """`ganterp-fast render INPUT --cues SHEET -o OUTPUT ...`: the same options, job and frames.
 
     The sheet gives the analysis, the path and the excerpt (`sheet_options`, as `render --cues`
-    takes them); `picture` the size, fit, layout and preview.
+    takes them); `interpolation` how the path moves between its cues (`--interpolation`);
+    `picture` the size, fit, layout and preview.
     """
     try:
         sheet = read_sheet(sheet_path)
         analysis, path = sheet_options(sheet, pulse=pulse)
+        path = replace(path, interpolation=interpolation)  # the control's, as render --cues takes the flag's
         options = RenderOptions(model=model, fps=fps, analysis=analysis, path=path, output=picture or OutputOptions())
         job = prepare(input_path, output, options, start=sheet.start, duration=sheet.duration, progress=progress)
         generator = generators.get(job) if generators is not None else None
@@ -304,12 +307,21 @@ def render_sheet(
         raise InputError(table_message(str(exc), sheet_path)) from None
 
 
+def _cue_text(time_s: float, index: int, num_classes: int) -> str:
+    """A cue as the summary states it: ImageNet's name for 1000-class models, the index for others,
+    the time alone for an unconditional model (a latent keyframe)."""
+    if not num_classes:
+        return f"{time_s:.2f} s"
+    return f"{time_s:.2f} s " + (all_classes()[index].name if num_classes == 1000 else f"class {index}")
+
+
 def render_summary(result: RenderResult, *, limit: int = 12) -> str:
     """What the page says about a finished render."""
     times = result.times
     width = getattr(result, "width", 0) or result.resolution
     height = getattr(result, "height", 0) or result.resolution
-    cues = ", ".join(f"{t:.2f} s {all_classes()[c].name}" for t, c in result.classes[:limit])
+    num_classes = getattr(result, "num_classes", 1000)
+    cues = ", ".join(_cue_text(t, c, num_classes) for t, c in result.classes[:limit])
     more = " ..." if len(result.classes) > limit else ""
     full = getattr(result, "full_frames", 0)
     preview = (
@@ -321,7 +333,7 @@ def render_summary(result: RenderResult, *, limit: int = 12) -> str:
         f"**{result.frames} frames** at {float(result.fps):g} fps, {width}x{height}, "
         f"{result.analysis.duration_s:.2f} s of audio; {times.wall:.1f} s "
         f"({result.frames_per_second:.1f} frames/s on {result.device})  \n"
-        f"cues: {cues}{more}{preview}"
+        f"{'cues' if num_classes else 'keyframes'}: {cues}{more}{preview}"
     )
 
 

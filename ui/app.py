@@ -101,6 +101,7 @@ class Page:
     summary: Any = None
     plot: Any = None
     render_controls: list[Any] = field(default_factory=list)
+    model_controls: list[Any] = field(default_factory=list)  # the advanced model accordion's
     table: Any = None
     cue_number: Any = None
     picker: Any = None
@@ -125,6 +126,7 @@ def build(options: PageOptions, workspace: Workspace) -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=1):
                 seed_and_mode = _render_settings(page)
+                _model_settings(page, options.model)
             with gr.Column(scale=2):
                 _cue_editor(page)
         page.analysis_controls += seed_and_mode
@@ -145,7 +147,8 @@ def _heading(options: PageOptions) -> str:
         f"# {options.title}\n"
         "Drop a song or a video: the analysis finds where the sound changes, each change gets an "
         "ImageNet class, and BigGAN draws the path between them.  \n"
-        f"Model: `{model.model}`{weights}, device `{model.device}`, precision `{model.precision}`."
+        f"Model: `{model.model}`{weights}, device `{model.device}`, precision `{model.precision}` "
+        "(another model, any ONNX generator or upscaler: under Advanced model)."
     )
 
 
@@ -199,6 +202,23 @@ def _render_settings(page: Page) -> list[Any]:
     )
     page.render_controls = [truncation, fps, pulse, size, fit, layout, preview]
     return [seed, z_mode]
+
+
+def _model_settings(page: Page, model: ModelOptions) -> None:
+    """The advanced model accordion: the model (a name, a checkpoint folder, any generator .onnx or an
+    hf: name; the server's by default), how the path moves, a foreign graph's inputs and range, the upscaler."""
+    with gr.Accordion("Advanced model", open=False, elem_id="advanced-model"):
+        page.model_controls = [
+            controls.textbox(ModelOptions, "model", value=model.model, elem_id="model"),
+            controls.radio(PathOptions, "interpolation", elem_id="interpolation"),
+            controls.textbox(ModelOptions, "model_inputs", value=model.model_inputs, elem_id="model-inputs"),
+            controls.radio(ModelOptions, "model_range", value=model.model_range, elem_id="model-range"),
+            controls.textbox(ModelOptions, "upscaler", value=model.upscaler, elem_id="upscaler"),
+            controls.number(ModelOptions, "upscaler_tile", value=model.upscaler_tile, precision=0, elem_id="tile"),
+            controls.number(
+                ModelOptions, "upscaler_overlap", value=model.upscaler_overlap, precision=0, elem_id="overlap"
+            ),
+        ]
 
 
 def _cue_editor(page: Page) -> None:
@@ -257,7 +277,7 @@ def _wire(page: Page, events: Events, on_page: Callable[[Callable[..., Any]], Ca
     buttons["save-sheet"].click(on_page(events.save_sheet), [page.sheet_state, table, truncation], [page.sheet_file])
     buttons["render"].click(
         on_page(events.render),
-        [page.input_state, page.sheet_state, table, *page.render_controls],
+        [page.input_state, page.sheet_state, table, *page.render_controls, *page.model_controls],
         page.outputs,
         concurrency_limit=1,
         concurrency_id="render",

@@ -43,6 +43,12 @@ def dropdown(owner: type, name: str, choices: list[str], *, value: Any = _UNSET,
     return gr.Dropdown(choices, value=str(value), allow_custom_value=True, label=label, **kwargs)
 
 
+def textbox(owner: type, name: str, *, value: Any = _UNSET, **kwargs: Any) -> gr.Textbox:
+    """A text box for the option (a file path, a Hub name, ROLE=INPUT pairs); empty where it is unset."""
+    value, label, _ = _option(owner, name, value)
+    return gr.Textbox("" if value is None else str(value), label=label, **kwargs)
+
+
 def slider(owner: type, name: str, minimum: float, maximum: float, **kwargs: Any) -> gr.Slider:
     value, label, _ = _option(owner, name, _UNSET)
     return gr.Slider(minimum, maximum, value=value, label=label, **kwargs)

@@ -6,6 +6,7 @@ Handlers return what Gradio puts back into the page; `app.build` wires them to t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,31 @@ MODEL_SIZE = "the model's"  # the size box's choice for no --size
 NO_LAYOUT = "none"  # the layout's choice for no --layout
 NO_AUDIO = "no audio yet: upload an audio or video file, or use the example music"
 NO_CUES = "no cues yet: upload an audio or video file, or use the example music"
+
+
+def model_options(
+    base: ModelOptions,
+    model: str | None,
+    model_inputs: str | None,
+    model_range: str,
+    upscaler: str | None,
+    upscaler_tile: Any,
+    upscaler_overlap: Any,
+) -> ModelOptions:
+    """The server's model options with the advanced model accordion's values (an empty model box: the server's)."""
+
+    def text(value: str | None) -> str | None:
+        return str(value).strip() or None if value is not None else None
+
+    return replace(
+        base,
+        model=text(model) or base.model,
+        model_inputs=text(model_inputs),
+        model_range=model_range,
+        upscaler=text(upscaler),
+        upscaler_tile=upscaler_tile,
+        upscaler_overlap=upscaler_overlap,
+    )
 
 
 def picture(size: str | None, fit: str, layout: str | None, preview: bool) -> OutputOptions:
@@ -136,6 +162,13 @@ class Events:
         fit: str,
         layout: str,
         preview: bool,
+        model: str | None,
+        interpolation: str,
+        model_inputs: str | None,
+        model_range: str,
+        upscaler: str | None,
+        upscaler_tile: Any,
+        upscaler_overlap: Any,
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple:
@@ -143,6 +176,7 @@ class Events:
             raise InputError(NO_AUDIO)
         session = request.session_hash
         output = picture(size, fit, layout, preview)
+        chosen = model_options(self.model, model, model_inputs, model_range, upscaler, upscaler_tile, upscaler_overlap)
         sheet_path = self.workspace.new_file(session, "cues", ".csv")
         actions.write_table_sheet(sheet, rows, sheet_path, truncation=float(truncation))
         stem = f"{Path(input_path).stem}-{'preview' if preview else 'ganterp'}"
@@ -155,9 +189,10 @@ class Events:
             input_path,
             sheet_path,
             video,
-            model=self.model,
+            model=chosen,
             fps=str(fps or ""),
             pulse=pulse,
+            interpolation=interpolation,
             picture=output,
             generators=self.generators,
             progress=actions.ProgressText(report),
