@@ -19,7 +19,7 @@ from ganterp_fast.engine.analysis.analyze import AnalysisOptions, analyze
 from ganterp_fast.engine.latent.path import LatentPath, PathOptions
 from ganterp_fast.engine.live.feeds import FileFeed, MicFeed
 from ganterp_fast.engine.live.path import LivePath
-from ganterp_fast.engine.live.producer import FileClock, Frames, Producer
+from ganterp_fast.engine.live.producer import SETTLE_S, FileClock, Frames, Producer
 from ganterp_fast.engine.live.recorder import Recorder
 
 SONG = media.Song(rate=22050, seconds=6.0)
@@ -77,8 +77,10 @@ def test_a_slow_generator_drops_frames_evenly_and_never_queues(song: Path) -> No
     sent, producer, _ = _run_file(feed, 1 / 12, batch=1, run_s=3.0)  # 12 frames/s for 30 fps
     slots = np.array([slot for slot, _, _ in sent])
     gaps = np.diff(slots)
-    assert producer.stats.dropped == int((gaps - 1).sum()) > 0
-    share = producer.stats.dropped / (slots[-1] - slots[0])
+    # Drops are counted from a second after playback starts (a player's first clock reports are coarse).
+    settled = slots[1:] / 30 > SETTLE_S  # give or take the batch planned ahead: two gaps
+    assert abs(producer.stats.dropped - int((gaps[settled] - 1).sum())) <= 6 and producer.stats.dropped > 0
+    share = int((gaps - 1).sum()) / (slots[-1] - slots[0])
     assert 0.45 < share < 0.75, f"about 60% of the slots dropped at 12 of 30 fps, got {share:.2f}"
     assert gaps[3:].max() <= 4, f"drops spread evenly, not in bursts: {gaps.tolist()}"
     lateness = [now - t for _, t, now in sent[3:]]

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: Slack for sending and showing a frame, added to the measured batch time when planning ahead.
 MARGIN_S = 0.04
+#: After playback starts or resumes, frames skipped within this long are the player's start, not drops.
+SETTLE_S = 1.0
 #: A jump of the clock larger than this (forwards or back) is a seek, not frames dropped.
 SEEK_S = 1.5
 
@@ -186,13 +188,13 @@ class Producer:
         last = -1  # the last slot made
         told = -1.0  # the music's moments are announced up to this clock time
         paused_at = None
-        resumed = True  # the first batch after a start or a pause drops nothing: nothing was due before it
+        resumed_at: float | None = None  # clock time of the start or the last pause's end
         num_frames = int(self.feed.num_frames)
         while not self._stop.is_set():
             now, playing, version = self.clock.now()
             if not playing:
                 slot = min(max(0, int(now * self.fps)), num_frames - 1)
-                resumed = True
+                resumed_at = None
                 if slot != paused_at:
                     paused_at = slot
                     if not self._make(np.array([slot]), 0):
@@ -201,6 +203,8 @@ class Producer:
                 self.clock.wait(1.0, version)
                 continue
             paused_at = None
+            if resumed_at is None:
+                resumed_at = now
             if told < now <= told + SEEK_S:  # the music's moments as the clock passes them (not a seek's)
                 self.on_cues(self.feed.cues_between(told, now))
             told = now
@@ -217,10 +221,12 @@ class Producer:
                 self.clock.wait(start_at - now, version)
                 continue
             stop = min(first + self.batch_size, num_frames)
-            skipped = first - last - 1 if last >= 0 and not resumed else 0
+            # A player's first clock reports after it starts are coarse: what they skip is not dropped.
+            settled = now - resumed_at > SETTLE_S
+            skipped = first - last - 1 if last >= 0 and settled else 0
             if not self._make(np.arange(first, stop), skipped):
                 return
-            last, resumed = stop - 1, False
+            last = stop - 1
 
     def _mic_loop(self) -> None:
         last = -1
