@@ -142,9 +142,11 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     what = f"plays {source}" if source else "listens to the microphone or line-in"
-    say(
-        f"the page is at {server.url} ({what}; {float(session.fps):g} fps, {session.width}x{session.height}, "
-        f"{session.generator.device} {getattr(session.generator, 'precision', '')}); Ctrl-C ends the session"
+    print(  # even with -q: the address is what the command is for
+        f"ganterp-fast live: the page is at {server.url} ({what}; {float(session.fps):g} fps, "
+        f"{session.width}x{session.height}, {session.generator.device} {getattr(session.generator, 'precision', '')}); Ctrl-C ends the session",
+        file=sys.stderr,
+        flush=True,
     )
     done = threading.Event()
     status = threading.Thread(target=_status, args=(session, say, done), daemon=True)
