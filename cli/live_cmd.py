@@ -144,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
     what = f"plays {source}" if source else "listens to the microphone or line-in"
     print(  # even with -q: the address is what the command is for
         f"ganterp-fast live: the page is at {server.url} ({what}; {float(session.fps):g} fps, "
-        f"{session.width}x{session.height}, {session.generator.device} {getattr(session.generator, 'precision', '')}); Ctrl-C ends the session",
+        f"{session.width}x{session.height}, {session.generator.device} "
+        f"{getattr(session.generator, 'precision', '')}); Ctrl-C ends the session",
         file=sys.stderr,
         flush=True,
     )
