@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "scaling": ("benchmarks.bench_scaling", []),
     "gpu": ("benchmarks.bench_gpu", []),
     "openvino": ("benchmarks.bench_openvino", ["--batches", "1", "4", "8"]),
+    "live": ("benchmarks.bench_live", []),
 }
 
 
