@@ -21,10 +21,20 @@ from ganterp_fast.engine.analysis.analyze import AnalysisOptions
 from ganterp_fast.engine.audio.excerpt import Excerpt
 from ganterp_fast.engine.errors import InputError, OptionError
 from ganterp_fast.engine.latent.path import PathOptions
+from ganterp_fast.engine.live.session import LiveOptions
 from ganterp_fast.engine.options import ModelOptions, OutputOptions, RenderOptions
 from ganterp_fast.engine.video.encode import EncodeOptions
 
-OPTION_CLASSES = (AnalysisOptions, PathOptions, EncodeOptions, ModelOptions, OutputOptions, RenderOptions, Excerpt)
+OPTION_CLASSES = (
+    AnalysisOptions,
+    PathOptions,
+    EncodeOptions,
+    ModelOptions,
+    OutputOptions,
+    RenderOptions,
+    Excerpt,
+    LiveOptions,
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +62,7 @@ def test_every_option_field_is_declared_and_its_flag_is_a_command_s(owner: type,
 
     assert [item.name for item, _ in declared(owner)] == [item.name for item in dataclasses.fields(owner)]
     helps = ""
-    for command in ("render", "analyze", "bench", "ui"):
+    for command in ("render", "analyze", "bench", "ui", "live"):
         code, _, out = _run(capsys, [command, "--help"])
         assert code == 0
         helps += out
@@ -145,6 +155,21 @@ NUMERIC_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
     "export": {"--opset": (), "--seed": ("0",)},
     "bench": {"--seconds": (), "--threads": (), "--batch-sizes": (), "--resolutions": ()},
     "ui": {"--port": (), "--max-file-size": ()},
+    "live": {
+        "--port": ("0",),  # any free port
+        "--live-batch": (),
+        "--fps": (),
+        "--truncation": (),
+        "--seed": ("0",),
+        "--pulse": ("0",),
+        "--pulse-truncation": ("0",),
+        "--crf": ("0",),
+        "--threads": (),
+        "--threshold": ("0",),
+        "--absolute-threshold": ("0", "-3"),
+        "--rolling-length": (),
+        "--smoothing": ("0",),
+    },
 }
 CASES = [
     (command, flag, value)
@@ -166,6 +191,8 @@ def _argv(command: str, flag: str, value: str, wav: Path, folder: Path, model: P
         return ["export", "biggan-deep-128", "-o", str(folder / "m.onnx"), "--weights", "random", given]
     if command == "bench":
         return ["bench", str(model), "--device", "cpu", "--no-peak", "--json", str(folder / "b.json"), given]
+    if command == "live":
+        return ["live", str(wav), "--record", str(folder / "r.mp4"), "--model", str(model), given]
     return ["ui", "--model", str(model), given]
 
 

@@ -74,6 +74,7 @@ class LiveOptions(Options):
         None,
         flag="--live-batch",
         check=optional(whole(1, 64)),
+        parse=int,
         metavar="N",
         help="frames per generator call: a file's page runs this far ahead (default: the model's batch, at "
         f"most {MAX_FILE_BATCH}); a microphone's waits for it (default 1: the lowest latency)",

@@ -37,21 +37,14 @@
     return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + base + "ws";
   }
 
-  function resize() {
-    canvas.width = Math.max(1, Math.round(innerWidth * devicePixelRatio));
-    canvas.height = Math.max(1, Math.round(innerHeight * devicePixelRatio));
-    if (state.current) paint(state.current.bitmap);
-  }
-
   function paint(bitmap) {
-    const cw = canvas.width, ch = canvas.height;
-    const scale = Math.min(cw / bitmap.width, ch / bitmap.height);
-    const w = bitmap.width * scale, h = bitmap.height * scale;
-    g.fillStyle = "#000";
-    g.fillRect(0, 0, cw, ch);
-    g.imageSmoothingEnabled = true;
-    g.imageSmoothingQuality = "high";
-    g.drawImage(bitmap, (cw - w) / 2, (ch - h) / 2, w, h);
+    // The canvas holds the frame at its own size; CSS (object-fit: contain) scales it to the
+    // window, so the browser's compositor does the scaling once, not a full-window draw per frame.
+    if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
+      canvas.width = bitmap.width;
+      canvas.height = bitmap.height;
+    }
+    g.drawImage(bitmap, 0, 0);
   }
 
   function audioNow() {
@@ -213,7 +206,7 @@
           state.mediaNode = state.ctx.createMediaElementSource(state.audio);
           state.mediaNode.connect(state.ctx.destination);
           state.channels = 2;
-          tapAudio(state.mediaNode, 2);
+          if (state.cfg.record) tapAudio(state.mediaNode, 2); // what is heard is sent only to be recorded
           for (const name of ["play", "pause", "seeked", "ended", "ratechange"]) state.audio.addEventListener(name, sendClock);
           state.audio.addEventListener("ended", () => message("the song has ended: press space to play it again"));
           state.audio.addEventListener("error", () => {
@@ -291,9 +284,7 @@
   }
 
   async function main() {
-    addEventListener("resize", resize);
     addEventListener("mousemove", awake);
-    resize();
     awake();
     $("fullscreen").onclick = fullscreen;
     canvas.ondblclick = fullscreen;
