@@ -12,7 +12,10 @@ one run:
 3. `ganterp-fast live --mic`, a fake microphone fed with the music, at --fps 30 and batch 1:
    the page's latency from a sound to its picture (the frame's audio time to the moment it
    is drawn), median and p95, and the frames/s shown;
-4. with `--memory-minutes M`: a microphone session of M minutes (the fake microphone loops its
+4. the same microphone session on a WAV of silence and then music, with `--pulse 1` and
+   `--record`: the time from the step in the recording's audio to the first frame of the
+   recording whose picture moves (what the page showed, with what it heard);
+5. with `--memory-minutes M`: a microphone session of M minutes (the fake microphone loops its
    file), the server's resident memory sampled every 10 s: first, last, max and the slope.
 
     python -m benchmarks.bench_live --precision bf16 --out benchmarks/results
@@ -115,6 +118,41 @@ def _session(p: Any, args: list[str], seconds: float, *, browser_args: list[str]
     }
 
 
+def _step_music(path: Path, rate: int = 22050) -> Path:
+    """4 s of digital silence, then 8 s of the example music (a microphone's file loops)."""
+    import numpy as np
+    import soundfile
+
+    from ganterp_fast.engine.audio.example import example_music
+
+    music = example_music(8.0, rate)[0]
+    samples = np.concatenate([np.zeros(4 * rate), music / max(1e-9, float(np.abs(music).max())) * 0.9])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, np.stack([samples, samples], axis=1).astype(np.float32), rate)
+    return path
+
+
+def step_delay(record: Path, *, fps: int) -> dict[str, float]:
+    """In a recording, the step in the audio (the level passing 0.01) and the first later frame
+    whose picture changes more than 3x the changes before it: their times and the delay."""
+    import av
+    import numpy as np
+
+    with av.open(str(record)) as container:
+        rate = container.streams.audio[0].rate
+        sound = np.concatenate([f.to_ndarray().mean(axis=0) for f in container.decode(audio=0)])
+    with av.open(str(record)) as container:
+        pictures = np.stack([f.to_ndarray(format="rgb24").astype(np.float32) for f in container.decode(video=0)])
+    level = np.sqrt(np.convolve(sound**2, np.ones(441) / 441, mode="same"))
+    step_s = float(np.flatnonzero(level > 0.01)[0] / rate)
+    change = np.abs(np.diff(pictures, axis=0)).mean(axis=(1, 2, 3))
+    before = change[: max(1, int((step_s - 0.5) * fps))]
+    moved = np.flatnonzero(change > max(3 * float(np.median(before)), 0.5))
+    moved = moved[moved >= int((step_s - 0.2) * fps)]
+    seen_s = float((moved[0] + 1) / fps)
+    return {"heard_s": round(step_s, 3), "seen_s": round(seen_s, 3), "seen_after_s": round(seen_s - step_s, 3)}
+
+
 def _images_per_s(model: Path, precision: str, batches: list[int]) -> dict[int, float]:
     from ganterp_fast.engine.backends.bench import BenchOptions, bench
 
@@ -133,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "--file-fps", default="30", help="the file page's --fps: above the generator's rate, at most 60"
     )
     parser.add_argument("--memory-minutes", type=float, default=0.0, help="a microphone session this long (0: none)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to leave out: bench, file, mic")
+    parser.add_argument("--skip", default="", help="comma-separated parts to leave out: bench, file, mic, step")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -191,6 +229,29 @@ def main(argv: list[str] | None = None) -> int:
                     mic["latency_p50_ms"],
                     mic["latency_p95_ms"],
                     mic["dropped"],
+                ]
+            )
+        if "step" not in skip:
+            step_wav = _step_music(args.work / "live" / "step.wav")
+            record = args.work / "live" / "step.mp4"
+            record.unlink(missing_ok=True)
+            _session(
+                p,
+                ["--mic", *common, "--fps", "30", "--pulse", "1", "--record", str(record)],
+                10.0,
+                browser_args=[f"--use-file-for-fake-audio-capture={step_wav}"],
+            )
+            results["step"] = step_delay(record, fps=30)
+            rows.append(
+                [
+                    "microphone, silence then music",
+                    1,
+                    "-",
+                    "-",
+                    "-",
+                    f"step seen {results['step']['seen_after_s'] * 1000:.0f} ms after heard",
+                    "-",
+                    "-",
                 ]
             )
         if args.memory_minutes > 0:

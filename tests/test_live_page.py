@@ -154,8 +154,12 @@ def test_a_file_plays_with_its_frames_reloads_and_records(
     browser = _browser(playwright)
     try:
         page = browser.new_page()
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
         page.goto(live.url)
         _wait(lambda: _page_state(page)["shown"] > 24, 60, "frames on the page")
+        outside = [url for url in requests if not url.startswith((live.url, live.url.replace("http", "ws", 1)))]
+        assert not outside and any(url.endswith("/audio") for url in requests), requests
         time.sleep(3.0)
         (stats,) = live.stats()
         assert stats["shown_fps"] >= 24 * 0.5, stats
