@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,25 +19,14 @@ import av
 import media
 import numpy as np
 import pytest
+from browser import CHROMIUM, skip_reason
 from reliability_helpers import default_sigint
 
-CHROMIUM = "/usr/bin/chromium"
 RATE = 22050
 FLAGS = ["--autoplay-policy=no-user-gesture-required", "--use-fake-device-for-media-stream"]
 
 
-def _skip_reason() -> str | None:
-    if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
-        return f"no Chromium at {CHROMIUM} (scripts/test.sh installs Debian's chromium package)"
-    for module, extra in (("playwright", "test"), ("uvicorn", "live"), ("pythonosc", "live")):
-        try:
-            __import__(module)
-        except ImportError:
-            return f"{module} is not installed (the [{extra}] extra)"
-    return None
-
-
-_REASON = _skip_reason()
+_REASON = skip_reason({"playwright": "test", "uvicorn": "live", "pythonosc": "live"})
 if _REASON:
     print(f"tests/test_live_page.py: browser tests skipped: {_REASON}", file=sys.stderr)
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")

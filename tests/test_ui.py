@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from browser import CHROMIUM, skip_reason
 from media import Song, write_random_bytes
 from reliability_helpers import default_sigint
 
@@ -31,25 +31,13 @@ from ganterp_fast.engine.audio.example import EXAMPLE_SECONDS
 from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.latent.path import frame_count
 
-CHROMIUM = "/usr/bin/chromium"
 SECONDS = 4.0
 RATE = 22050
 FPS = 12  # typed into the page's fps box: 48 frames for the 4 s song
 START_TIMEOUT = 120.0
 
 
-def _skip_reason() -> str | None:
-    if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
-        return f"no Chromium at {CHROMIUM} (scripts/test.sh installs Debian's chromium package)"
-    for module, extra in (("gradio", "ui"), ("playwright", "test")):
-        try:
-            __import__(module)
-        except ImportError:
-            return f"{module} is not installed (the [{extra}] extra)"
-    return None
-
-
-_REASON = _skip_reason()
+_REASON = skip_reason({"gradio": "ui", "playwright": "test"})
 if _REASON:
     print(f"tests/test_ui.py: browser tests skipped: {_REASON}", file=sys.stderr)
 needs_browser = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
