@@ -169,25 +169,45 @@
 
   // ------------------------------------------------------------------ audio in
 
-  function tapAudio(node, channels) {
+  function sendAudio(channelsData, frames, rate) {
+    // Interleaved int16 at the page's rate: a microphone's drives the analysis, any is recorded.
+    state.blockSeconds = frames / rate;
+    if (state.cfg.mode === "file" && (!state.cfg.record || !state.audio || state.audio.paused)) return;
+    if (!state.ws || state.ws.readyState !== WebSocket.OPEN || !state.ready) return;
+    const channels = channelsData.length;
+    const out = new Int16Array(frames * channels);
+    for (let c = 0; c < channels; c++) {
+      const data = channelsData[c];
+      for (let i = 0; i < frames; i++) {
+        const v = Math.max(-1, Math.min(1, data[i]));
+        out[i * channels + c] = v < 0 ? v * 32768 : v * 32767;
+      }
+    }
+    state.ws.send(out.buffer);
+    state.samplesSent += frames;
+    state.lastBlockAt = performance.now();
+  }
+
+  async function tapAudio(node, channels) {
+    // An AudioWorklet where the page is a secure context (localhost, https); elsewhere (a page
+    // opened over plain http from another machine) the older script processor does the same.
+    if (state.ctx.audioWorklet && window.isSecureContext) {
+      await state.ctx.audioWorklet.addModule("static/capture.js");
+      const tap = new AudioWorkletNode(state.ctx, "ganterp-capture", {
+        numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [channels], processorOptions: { channels },
+      });
+      tap.port.onmessage = (event) => sendAudio(event.data, event.data[0].length, state.ctx.sampleRate);
+      node.connect(tap);
+      tap.connect(state.ctx.destination); // its output is silence
+      state.tap = tap;
+      return;
+    }
     const tap = state.ctx.createScriptProcessor(1024, channels, channels);
     tap.onaudioprocess = (event) => {
       const input = event.inputBuffer;
-      const n = input.length;
-      state.blockSeconds = n / input.sampleRate;
-      if (state.cfg.mode === "file" && (!state.cfg.record || !state.audio || state.audio.paused)) return;
-      if (!state.ws || state.ws.readyState !== WebSocket.OPEN || !state.ready) return;
-      const out = new Int16Array(n * channels);
-      for (let c = 0; c < channels; c++) {
-        const data = input.getChannelData(c);
-        for (let i = 0; i < n; i++) {
-          const v = Math.max(-1, Math.min(1, data[i]));
-          out[i * channels + c] = v < 0 ? v * 32768 : v * 32767;
-        }
-      }
-      state.ws.send(out.buffer);
-      state.samplesSent += n;
-      state.lastBlockAt = performance.now();
+      const data = [];
+      for (let c = 0; c < channels; c++) data.push(input.getChannelData(c));
+      sendAudio(data, input.length, input.sampleRate);
     };
     node.connect(tap);
     tap.connect(state.ctx.destination); // a script node runs only when connected; its output is silence
@@ -206,7 +226,7 @@
           state.mediaNode = state.ctx.createMediaElementSource(state.audio);
           state.mediaNode.connect(state.ctx.destination);
           state.channels = 2;
-          if (state.cfg.record) tapAudio(state.mediaNode, 2); // what is heard is sent only to be recorded
+          if (state.cfg.record) await tapAudio(state.mediaNode, 2); // what is heard is sent only to be recorded
           for (const name of ["play", "pause", "seeked", "ended", "ratechange"]) state.audio.addEventListener(name, sendClock);
           state.audio.addEventListener("ended", () => message("the song has ended: press space to play it again"));
           state.audio.addEventListener("error", () => {
@@ -228,7 +248,7 @@
             audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
           });
           state.channels = 1;
-          tapAudio(state.ctx.createMediaStreamSource(state.stream), 1);
+          await tapAudio(state.ctx.createMediaStreamSource(state.stream), 1);
         }
         await state.ctx.resume();
       }
