@@ -68,7 +68,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_options(
         parser.add_argument_group("model and hardware"),
         ModelOptions,
-        ("model", "weights", "device", "precision", "threads", "model_inputs", "model_range"),
+        (
+            "model",
+            "weights",
+            "device",
+            "precision",
+            "threads",
+            "model_inputs",
+            "model_range",
+            "upscaler",
+            "upscaler_tile",
+            "upscaler_overlap",
+        ),
     )
     add_analysis_args(parser)
     add_common_flags(parser)

@@ -301,3 +301,41 @@ def test_a_session_serves_a_page_at_the_asked_size_and_records_it(song: Path, ti
         assert abs(float(stream.duration * stream.time_base) - 2.0) < 0.1
         assert container.streams.audio
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def test_a_session_runs_the_upscaler_before_the_size(song: Path, tiny_onnx: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    import onnxruntime
+
+    from ganterp_fast.engine.live.session import LiveSession
+    from ganterp_fast.engine.options import ModelOptions, RenderOptions
+
+    class Double(torch.nn.Module):  # a x2 "super-resolution": nearest upscaling and a tint
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return torch.clamp(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest") * 0.9, 0, 1)
+
+    sr = tmp_path / "x2.onnx"
+    axes = {"image": {0: "n", 2: "h", 3: "w"}, "up": {0: "n", 2: "h2", 3: "w2"}}
+    torch.onnx.export(
+        Double(),
+        (torch.rand(1, 3, 16, 16),),
+        str(sr),
+        input_names=["image"],
+        output_names=["up"],
+        dynamic_axes=axes,
+        opset_version=17,
+        dynamo=False,
+    )
+    options = RenderOptions(model=ModelOptions(model=str(tiny_onnx), precision="fp32", upscaler=str(sr)))
+    session = LiveSession(song, options)
+    try:
+        assert (session.width, session.height) == (256, 256)
+        z, classes, _ = session.feed.frames(3, 5)
+        images = session.generate(z, classes, None)
+        plain = session.generator(z, classes, truncation=options.path.truncation)
+        run = onnxruntime.InferenceSession(str(sr), providers=["CPUExecutionProvider"])
+        expected = run.run(None, {"image": plain.transpose(0, 3, 1, 2).astype(np.float32) / 255})[0]
+        expected = np.rint(np.clip(expected, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+        assert images.shape == (2, 256, 256, 3) and np.abs(images.astype(int) - expected).max() <= 1
+    finally:
+        session.close()

@@ -95,6 +95,7 @@ class LiveSession:
         notify: Callable[[str], None] | None = None,
     ) -> None:
         from ganterp_fast.engine.backends.plan import plan_model
+        from ganterp_fast.engine.backends.upscaler_graph import plan_upscaler
         from ganterp_fast.engine.video.compose import plan_composition
 
         self.options = options = options or RenderOptions()
@@ -104,6 +105,7 @@ class LiveSession:
             raise InputError(f"give either INPUT ({input_path}) or --mic, not both")
         self.mode = "mic" if input_path is None else "file"
         self.model = plan_model(options.model)
+        self.upscaler_plan = plan_upscaler(options.model, self.model.resolution)  # --upscaler: before --size
         if self.mode == "file":
             self._prepare_file(input_path)
         else:
@@ -111,11 +113,12 @@ class LiveSession:
             self.feed = None
             self.audio_file = None
             self.fps = options.frame_rate(48000)  # 'native' follows the page's rate; see fps_for
+        side, frame_width = self.model.resolution, self.model.width
+        if self.upscaler_plan is not None:
+            side = self.upscaler_plan.output_size(side)
+            frame_width = self.upscaler_plan.output_size(frame_width) if frame_width else None
         composition = plan_composition(
-            resolution=self.model.resolution,
-            size=options.output.size,
-            fit=options.output.fit,
-            frame_width=self.model.width,
+            resolution=side, size=options.output.size, fit=options.output.fit, frame_width=frame_width
         )
         self.composition = None if composition.identity else composition
         self.width = composition.width
@@ -144,6 +147,16 @@ class LiveSession:
         self.closed = False
         self.started = time.monotonic()
         self.generator = generator if generator is not None else self.model.open(progress=progress)
+        self.upscaler = None
+        if self.upscaler_plan is not None:
+            from ganterp_fast.engine.backends.upscaler import open_upscaler
+
+            self.upscaler = open_upscaler(
+                self.upscaler_plan,
+                device=self.generator.device,
+                device_id=getattr(self.generator, "device_id", 0),
+                threads=options.model.threads,
+            )
         self.batch_size = self._batch_size()
         self._warm_up()
 
@@ -226,6 +239,8 @@ class LiveSession:
         truncation = self.options.path.truncation if truncations is None else truncations
         with self._lock:
             images = self.generator(z, classes, truncation=truncation)
+            if self.upscaler is not None:
+                images = self.upscaler(images)
             if self.composition is not None:
                 if self._compositor is None:
                     from ganterp_fast.engine.video.compose import Compositor
