@@ -57,7 +57,7 @@ def directed_options(args: argparse.Namespace, *, read_cues: bool) -> tuple[Anal
     if read_cues and args.cues:
         return _options_for_sheet(args, read_sheet(args.cues))
     path = from_args(PathOptions, args)
-    analysis = from_args(AnalysisOptions, args, onsets=bool(path.pulse or path.pulse_truncation))
+    analysis = from_args(AnalysisOptions, args, onsets=path.pulsing)
     if args.classes_at:
         sheet = parse_classes_at(args.classes_at, seed=path.seed, z_mode=path.z_mode, truncation=path.truncation)
         sheet_path = PathOptions.from_sheet(sheet, pulse=path.pulse, pulse_truncation=path.pulse_truncation)

@@ -385,7 +385,7 @@ def prepare(
         duration_s=rendered_s,
         z_dim=model.z_dim,
         num_classes=model.num_classes,
-        z_truncated=not (model.foreign and model.truncation_input),
+        z_truncated=model.z_truncated,
     )
     if composition is not None and samples is not None:  # the input's picture from the section's start
         composition = replace(composition, offset=source.start + start_s)

@@ -68,6 +68,11 @@ class ModelPlan:
     foreign: bool = False  # a foreign generator, wrapped (backends.foreign)
 
     @property
+    def z_truncated(self) -> bool:
+        """z is scaled by the truncation before the graph (BigGAN, and any graph with no truncation input)."""
+        return not (self.foreign and self.truncation_input)
+
+    @property
     def ready(self) -> bool:
         """A ready .onnx is used as it is: no export, no precision choice."""
         return is_ready_model(self.options.model)

@@ -28,6 +28,24 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def between(low: np.ndarray, high: np.ndarray, frac: np.ndarray, interpolation: str) -> np.ndarray:
+    """Rows of `low` to rows of `high` at fractions `frac`: along the sphere ("slerp") or straight."""
+    if interpolation == "slerp":
+        return slerp(low, high, frac)
+    return low * (1 - frac)[:, None] + high * frac[:, None]
+
+
+def class_vectors(low: np.ndarray, high: np.ndarray, frac: np.ndarray, num_classes: int) -> np.ndarray:
+    """float32 [B, num_classes]: class `low[i]` weighted 1 - frac[i] plus class `high[i]` weighted frac[i]
+    ([B, 0] for an unconditional model)."""
+    vectors = np.zeros((len(frac), num_classes), dtype=np.float32)
+    if num_classes:
+        rows = np.arange(len(frac))
+        np.add.at(vectors, (rows, low), 1 - frac)
+        np.add.at(vectors, (rows, high), frac)
+    return vectors
+
+
 def model_classes(options: Options, classes: Sequence[int | str], num_classes: int) -> tuple[int | str, ...]:
     """`options`' requested classes, checked against a model's own count (0: unconditional, no classes);
     a refusal is the `classes` field's `OptionError`."""

@@ -33,7 +33,7 @@ from ganterp_fast.engine.errors import InputError
 from ganterp_fast.engine.fields import Options, option, real, whole
 from ganterp_fast.engine.latent.classes import class_index
 from ganterp_fast.engine.latent.cue_sheet import CueSheet
-from ganterp_fast.engine.latent.keyframes import model_classes, slerp
+from ganterp_fast.engine.latent.keyframes import between, class_vectors, model_classes
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,25 @@ class PathOptions(Options):
         label="pulse on the truncation",
         help="the same pulse on the truncation: T x (1 + S x pulse), at most 1; 0: off",
     )
+
+    @property
+    def pulsing(self) -> bool:
+        """The onset pulse moves z or the truncation (the analysis must then keep its onsets)."""
+        return self.pulse > 0 or self.pulse_truncation > 0
+
+    def pulse_direction(self, z_dim: int) -> np.ndarray:
+        """The seeded direction (float64 [z_dim]) along which the pulse pushes z."""
+        return truncated_normal(np.random.default_rng([self.seed, 3]), (z_dim,))
+
+    def pulsed(self, z: np.ndarray, pulses: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """z pushed along `direction` by the pulse (0..1 per row) at this strength, within z's bounds."""
+        strength = self.pulse * self.truncation * pulses
+        bound = TRUNCNORM_BOUND * self.truncation
+        return np.clip(z + (strength[:, None] * direction).astype(np.float32), -bound, bound)
+
+    def pulsed_truncations(self, pulses: np.ndarray) -> np.ndarray:
+        """The truncation raised by the pulse (0..1 per frame): T x (1 + S x pulse), at most 1."""
+        return np.minimum(self.truncation * (1.0 + self.pulse_truncation * pulses), 1.0)
 
     @classmethod
     def from_sheet(cls, sheet: CueSheet, *, pulse: float = 0.0, pulse_truncation: float = 0.0) -> PathOptions:
@@ -244,7 +263,7 @@ class LatentPath:
         length = analysis.duration_s - self.start_s if duration_s is None else duration_s
         self.num_frames = frame_count(length, self.fps)
         self._pulse = self._pulse_times = self._pulse_direction = None
-        if options.pulse > 0 or options.pulse_truncation > 0:
+        if options.pulsing:
             self._prepare_pulse(options)
 
     def _prepare_pulse(self, options: PathOptions) -> None:
@@ -256,7 +275,7 @@ class LatentPath:
         hop_s = self.analysis.onset_hop_length / self.analysis.sample_rate
         self._pulse = pulse_curve(envelope, hop_s)
         self._pulse_times = np.arange(len(envelope)) * hop_s
-        self._pulse_direction = truncated_normal(np.random.default_rng([options.seed, 3]), (self.z_dim,))
+        self._pulse_direction = options.pulse_direction(self.z_dim)
 
     def pulse(self, frames: np.ndarray) -> np.ndarray:
         """The pulse curve (0..1, before the strength) at each frame index; zeros with no pulse."""
@@ -287,22 +306,13 @@ class LatentPath:
         low = np.minimum(np.floor(u).astype(np.int64), self.num_points - 1)
         high = np.minimum(low + 1, self.num_points - 1)
         frac = (u - low).astype(np.float32)
-        if self.options.interpolation == "slerp":
-            z = slerp(self.z_points[low], self.z_points[high], frac)
-        else:
-            z = self.z_points[low] * (1 - frac)[:, None] + self.z_points[high] * frac[:, None]
+        z = between(self.z_points[low], self.z_points[high], frac, self.options.interpolation)
         same = self._z_index[low] == self._z_index[high]  # one z (fixed mode, or a repeated z): exactly it
         z[same] = self.z_points[low[same]]
         if self._pulse is not None and self.options.pulse > 0:
-            strength = self.options.pulse * self.options.truncation * self.pulse(np.arange(start, stop))
-            bound = TRUNCNORM_BOUND * self.options.truncation
-            z = np.clip(z + (strength[:, None] * self._pulse_direction).astype(np.float32), -bound, bound)
+            z = self.options.pulsed(z, self.pulse(np.arange(start, stop)), self._pulse_direction)
         classes = np.asarray(self.class_ids)
-        vectors = np.zeros((len(u), self.num_classes), dtype=np.float32)
-        if self.num_classes:
-            rows = np.arange(len(u))
-            np.add.at(vectors, (rows, classes[low]), 1 - frac)
-            np.add.at(vectors, (rows, classes[high]), frac)
+        vectors = class_vectors(classes[low], classes[high], frac, self.num_classes)
         return z.astype(np.float32), vectors
 
     def truncations(self, start: int, stop: int) -> np.ndarray | None:
@@ -310,8 +320,7 @@ class LatentPath:
         (the generator takes `options.truncation` for every frame)."""
         if self._pulse is None or self.options.pulse_truncation <= 0:
             return None
-        boost = 1.0 + self.options.pulse_truncation * self.pulse(np.arange(start, stop))
-        return np.minimum(self.options.truncation * boost, 1.0)
+        return self.options.pulsed_truncations(self.pulse(np.arange(start, stop)))
 
     def batches(
         self, batch_size: int, start: int = 0, stop: int | None = None

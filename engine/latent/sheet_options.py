@@ -33,4 +33,4 @@ def sheet_options(
 ) -> tuple[AnalysisOptions, PathOptions]:
     """The analysis and path options that render `sheet`, with the onset pulse's strengths."""
     path = PathOptions.from_sheet(sheet, pulse=pulse, pulse_truncation=pulse_truncation)
-    return sheet_analysis(sheet, onsets=bool(path.pulse or path.pulse_truncation)), path
+    return sheet_analysis(sheet, onsets=path.pulsing), path

@@ -91,14 +91,12 @@ class MicFeed:
     ) -> None:
         from ganterp_fast.engine.analysis.online import OnlineAnalysis
 
-        pulse = path_options.pulse > 0 or path_options.pulse_truncation > 0
-        self.analysis = OnlineAnalysis(int(sample_rate), analysis_options, onsets=pulse)
+        self.analysis = OnlineAnalysis(int(sample_rate), analysis_options, onsets=path_options.pulsing)
         self.path = LivePath(path_options, z_dim=z_dim, num_classes=num_classes, z_truncated=z_truncated)
         self.options = path_options
         self.fps = Fraction(fps)
         self.sample_rate = int(sample_rate)
         self.num_frames = math.inf
-        self._point = 0  # the last inflection point announced
 
     @property
     def time_s(self) -> float:
@@ -127,13 +125,9 @@ class MicFeed:
     def at(self, times: Sequence[float] | np.ndarray) -> Latents:
         times = np.minimum(np.asarray(times, dtype=np.float64), self.time_s)
         u = np.array([self.analysis.position(float(t)) for t in times])
-        pulses = (
-            np.array([self.analysis.pulse(float(t)) for t in times])
-            if self.options.pulse or self.options.pulse_truncation
-            else None
-        )
+        pulses = np.array([self.analysis.pulse(float(t)) for t in times]) if self.options.pulsing else None
         z, classes = self.path.latents(u, pulses)
         truncations = None
         if pulses is not None and self.options.pulse_truncation > 0:
-            truncations = np.minimum(self.options.truncation * (1.0 + self.options.pulse_truncation * pulses), 1.0)
+            truncations = self.options.pulsed_truncations(pulses)
         return z, classes, truncations

@@ -4,7 +4,7 @@ A file's path (`latent.path.LatentPath`) knows all its points in advance; a micr
 points arrive one by one, so here each keyframe is drawn on its own from the seed and its
 index: the given classes (or a cue sheet's) for the first points in order, then seeded random
 ones, as a render does; z per point or one fixed z. Between keyframes z moves by lerp or slerp
-and the class vector mixes the two classes, exactly as `LatentPath.frames` does.
+and the class vector mixes the two classes, with `LatentPath.frames`'s own functions.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ganterp_fast.engine.backends.contract import TRUNCNORM_BOUND, truncated_normal
+from ganterp_fast.engine.backends.contract import truncated_normal
 from ganterp_fast.engine.latent.classes import class_index
-from ganterp_fast.engine.latent.keyframes import model_classes, slerp
+from ganterp_fast.engine.latent.keyframes import between, class_vectors, model_classes
 from ganterp_fast.engine.latent.path import PathOptions
 
 
@@ -31,7 +31,7 @@ class LivePath:
             given = model_classes(options, options.classes, num_classes)
         self._given = [class_index(item) if num_classes == 1000 else int(item) for item in given]
         self._scale = options.truncation if z_truncated else 1.0
-        self._pulse_direction = truncated_normal(np.random.default_rng([options.seed, 3]), (z_dim,)).astype(np.float32)
+        self._pulse_direction = options.pulse_direction(z_dim)  # the render's own
         self._z_cache: dict[int, np.ndarray] = {}
         self._class_cache: dict[int, int] = {}
 
@@ -69,19 +69,9 @@ class LivePath:
         frac = (u - low).astype(np.float32)
         z_low = np.stack([self.z(int(k)) for k in low])
         z_high = np.stack([self.z(int(k) + 1) for k in low])
-        if self.options.interpolation == "slerp":
-            z = slerp(z_low, z_high, frac)
-        else:
-            z = z_low * (1 - frac)[:, None] + z_high * frac[:, None]
-        if self.options.z_mode == "fixed":
-            z = z_low.copy()
+        z = z_low.copy() if self.options.z_mode == "fixed" else between(z_low, z_high, frac, self.options.interpolation)
         if pulses is not None and self.options.pulse > 0:
-            strength = self.options.pulse * self.options.truncation * np.asarray(pulses, dtype=np.float32)
-            bound = TRUNCNORM_BOUND * self.options.truncation
-            z = np.clip(z + strength[:, None] * self._pulse_direction, -bound, bound)
-        vectors = np.zeros((len(u), self.num_classes), dtype=np.float32)
-        if self.num_classes:
-            rows = np.arange(len(u))
-            np.add.at(vectors, (rows, [self.class_id(int(k)) for k in low]), 1 - frac)
-            np.add.at(vectors, (rows, [self.class_id(int(k) + 1) for k in low]), frac)
-        return z.astype(np.float32), vectors
+            z = self.options.pulsed(z, np.asarray(pulses, dtype=np.float64), self._pulse_direction)
+        low_ids = [self.class_id(int(k)) for k in low]
+        high_ids = [self.class_id(int(k) + 1) for k in low]
+        return z.astype(np.float32), class_vectors(low_ids, high_ids, frac, self.num_classes)
