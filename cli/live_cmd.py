@@ -10,7 +10,7 @@ import threading
 from ganterp_fast.cli.direct import add_direction_args, add_path_args
 from ganterp_fast.cli.flags import add_options, from_args
 from ganterp_fast.cli.options import add_analysis_args, add_example_flag
-from ganterp_fast.cli.ui_cmd import LOCAL_HOSTS
+from ganterp_fast.cli.ui_cmd import LOCAL_HOSTS, listen
 from ganterp_fast.engine.backends.preparation import ModelProgress
 from ganterp_fast.engine.errors import InputError, MissingExtraError
 from ganterp_fast.engine.live.session import LiveOptions
@@ -107,18 +107,19 @@ def run(args: argparse.Namespace) -> int:
         source = args.input
     if source is not None and live.mic:
         raise InputError(f"give either INPUT ({source}) or --mic, not both")
-    if source is not None:  # no audio, or not a file: one line before any work
+    audio = None
+    if source is not None:  # no audio, or not a file: one line before any work (probed once, kept)
         from ganterp_fast.engine.audio.source import open_source
 
-        open_source(source)
+        audio = open_source(source)
     if live.record is not None:
         from ganterp_fast.engine.files import check_output
         from ganterp_fast.engine.video.encode import container_for
 
         container_for(check_output(live.record, overwrite=options.overwrite))
-    from ganterp_fast.live.server import LiveServer, bind
+    from ganterp_fast.live.server import LiveServer
 
-    sock = bind(live.host, live.port)  # a port in use: exit 2 before the model is prepared
+    sock = listen(live.host, live.port)  # a port in use: exit 2 before the model is prepared
     say = (
         (lambda text: None)
         if args.quiet
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         say(f"preparing model {options.model.model}" + (f" and analysing {source}" if source else ""))
         session = LiveSession(
-            source,
+            audio,
             options,
             live,
             progress=progress,

@@ -58,18 +58,27 @@ def parse_file_size(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2) or "b"])
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port (0: any free port) and listening; a port in use or an address
+    not of this machine is a one-line error now, not a server's search of other ports."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise InputError(f"cannot listen on {host}:{port} ({reason}): choose another --port or --host") from None
+    sock.listen(64)
+    return sock
+
+
 def check_port(host: str, port: int) -> None:
-    """The port must be free on the host: a one-line error now, not Gradio's search of other ports."""
+    """The port must be a port and free on the host (Gradio then binds it itself)."""
     if not 1 <= port <= 65535:
         raise InputError(f"--port {port} is not a port: give a number from 1 to 65535")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise InputError(f"cannot listen on {host}:{port} ({reason}): choose another --port or --host") from None
+    listen(host, port).close()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -78,7 +78,6 @@ class PageLink:
     loop: asyncio.AbstractEventLoop
     encoder: JpegEncoder = field(default_factory=JpegEncoder)
     open: bool = True
-    sent: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one send at a time on the socket
 
     def send_frames(self, frames: Frames) -> bool:
@@ -88,7 +87,6 @@ class PageLink:
             payload = HEADER.pack(slot, float(t), frames.dropped) + self.encoder(image)
             if not self._send(self.websocket.send_bytes(payload)):
                 return False
-            self.sent += 1
         return True
 
     async def _one_at_a_time(self, coroutine: Any) -> None:
@@ -205,7 +203,6 @@ def build_app(session: LiveSession, *, on_stop: Callable[[], None] | None = None
                 elif kind == "stats" and page is not None:
                     page.stats.update({k: v for k, v in request.items() if k != "type"})
                     page.stats.update(
-                        page=number,
                         made=page.producer.stats.made,
                         server_dropped=page.producer.stats.dropped,
                         generator_fps=round(page.producer.stats.frames_per_s(session.batch_size), 2),
@@ -238,22 +235,6 @@ def build_app(session: LiveSession, *, on_stop: Callable[[], None] | None = None
         Mount("/static", StaticFiles(directory=PAGE), name="static"),
     ]
     return Starlette(routes=routes)
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound now: a port in use is a one-line error before any work."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        reason = exc.strerror or str(exc)
-        raise InputError(f"cannot listen on {host}:{port} ({reason}): choose another --port, or --host") from None
-    sock.listen(64)
-    sock.set_inheritable(True)
-    return sock
 
 
 class LiveServer:

@@ -339,3 +339,23 @@ def test_a_session_runs_the_upscaler_before_the_size(song: Path, tiny_onnx: Path
         assert images.shape == (2, 256, 256, 3) and np.abs(images.astype(int) - expected).max() <= 1
     finally:
         session.close()
+
+
+def test_a_session_that_cannot_start_leaves_nothing_behind(song: Path, tiny_onnx: Path, tmp_path: Path) -> None:
+    import tempfile
+
+    from ganterp_fast.engine.live.session import LiveOptions, LiveSession
+    from ganterp_fast.engine.options import ModelOptions, RenderOptions
+
+    class Broken:  # a generator that fails on its first call (the session's warm-up)
+        device, providers, resolution = "cpu", ["CPUExecutionProvider"], 128
+
+        def __call__(self, z, classes, truncation=0.4):  # type: ignore[no-untyped-def]
+            raise RuntimeError("out of order")
+
+    before = {p.name for p in Path(tempfile.gettempdir()).glob("ganterp-live-*")}
+    options = RenderOptions(model=ModelOptions(model=str(tiny_onnx), precision="fp32"))
+    with pytest.raises(RuntimeError, match="out of order"):
+        LiveSession(song, options, LiveOptions(record=str(tmp_path / "set.mp4")), generator=Broken())
+    assert list(tmp_path.iterdir()) == [], "no recording folder beside the output"
+    assert {p.name for p in Path(tempfile.gettempdir()).glob("ganterp-live-*")} == before, "no soundtrack copy"

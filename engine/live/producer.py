@@ -98,7 +98,8 @@ class Producer:
 
     `generate(z, classes, truncations) -> uint8 [B, H, W, 3]`; `send(Frames) -> bool` hands a
     batch to the page (False: the page is gone); `cues(list[Cue])` gets the music's moments as
-    the clock passes them; `behind(text)` is told once when the generator cannot keep up.
+    the clock passes them; `message(text)` is told once when the generator cannot keep up, and
+    of a failure that ends the loop.
     """
 
     def __init__(
@@ -110,14 +111,15 @@ class Producer:
         batch_size: int = 1,
         clock: FileClock | None = None,
         cues: Callable[[list[Cue]], None] | None = None,
-        behind: Callable[[str], None] | None = None,
+        message: Callable[[str], None] | None = None,
     ) -> None:
         self.feed, self.generate, self.send = feed, generate, send
         self.fps = float(feed.fps)
         self.batch_size = max(1, int(batch_size))
         self.clock = clock or FileClock()
         self.on_cues = cues or (lambda cues: None)
-        self.on_behind = behind
+        self.message = message or (lambda text: None)
+        self._said_behind = False
         self.stats = ProducerStats()
         self._stop = threading.Event()
         self._audio = threading.Condition()
@@ -154,8 +156,7 @@ class Producer:
         except BaseException as exc:  # told to the page and the terminal by the session
             self.error = exc
             log.debug("live frame loop failed", exc_info=True)
-            if self.on_behind is not None:
-                self.on_behind(f"the generator failed: {exc}")
+            self.message(f"the generator failed: {exc}")
 
     # ---------------------------------------------------------------- making frames
 
@@ -163,11 +164,10 @@ class Producer:
         """Frames for `slots` (at their times on the frame grid, or at `times`)."""
         began = time.monotonic()
         first, stop = int(slots[0]), int(slots[-1]) + 1
-        if times is None and len(slots) == stop - first and self.feed.mode == "file":
-            times = slots / self.fps
+        times = slots / self.fps if times is None else times
+        if self.feed.mode == "file":  # a file's slots are consecutive frames of its render path
             z, classes, truncations = self.feed.frames(first, stop)
         else:
-            times = slots / self.fps if times is None else times
             z, classes, truncations = self.feed.at(times)
         images = self.generate(z, classes, truncations)
         self.stats.dropped += skipped
@@ -177,12 +177,12 @@ class Producer:
         return ok
 
     def _check_pace(self) -> None:
-        if self.on_behind is None or self.stats.batches < 30:  # past the first calls' warm-up
+        if self._said_behind or self.stats.batches < 30:  # once, past the first calls' warm-up
             return
         sustained = self.stats.frames_per_s(self.batch_size)
         if sustained < 0.9 * self.fps:
-            behind, self.on_behind = self.on_behind, None  # once
-            behind(
+            self._said_behind = True
+            self.message(
                 f"the generator makes about {sustained:.1f} frames/s here, below the {self.fps:g} fps asked: "
                 f"frames are dropped evenly; lower --fps, use --precision bf16 or int8, or a smaller --model"
             )

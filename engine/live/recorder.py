@@ -155,7 +155,10 @@ class Recorder:
                 self._cleanup()
 
     def abort(self) -> None:
+        """Drop what was recorded (nothing to do once `finish` has run)."""
         with self._lock:
+            if self.finished:
+                return
             self.finished = True
             self._cleanup()
 

@@ -10,6 +10,7 @@ page's loop and writes the recording.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import tempfile
@@ -94,16 +95,30 @@ class LiveSession:
         generator: Any = None,
         notify: Callable[[str], None] | None = None,
     ) -> None:
+        self.options = options or RenderOptions()
+        self.live = live or LiveOptions()
+        self.notify = notify or (lambda text: log.warning("%s", text))
+        if input_path is not None and self.live.mic:
+            raise InputError(f"give either INPUT ({input_path}) or --mic, not both")
+        self.mode = "mic" if input_path is None else "file"
+        self._audio_folder: Path | None = None  # the page's copy of a file's soundtrack
+        self.recorder = None
+        self._lock = threading.Lock()  # one generator call at a time
+        self._pages_lock = threading.Lock()
+        self.pages: list[Page] = []
+        self.closed = False
+        try:
+            self._prepare(input_path, progress, generator)
+        except BaseException:  # a model that cannot be had, Ctrl-C while preparing: nothing left behind
+            self._discard()
+            raise
+
+    def _prepare(self, input_path: Any, progress: Callable[[Any], None] | None, generator: Any) -> None:
         from ganterp_fast.engine.backends.plan import plan_model
         from ganterp_fast.engine.backends.upscaler_graph import plan_upscaler
         from ganterp_fast.engine.video.compose import plan_composition
 
-        self.options = options = options or RenderOptions()
-        self.live = live = live or LiveOptions()
-        self.notify = notify or (lambda text: log.warning("%s", text))
-        if input_path is not None and live.mic:
-            raise InputError(f"give either INPUT ({input_path}) or --mic, not both")
-        self.mode = "mic" if input_path is None else "file"
+        options, live = self.options, self.live
         self.model = plan_model(options.model)
         self.upscaler_plan = plan_upscaler(options.model, self.model.resolution)  # --upscaler: before --size
         if self.mode == "file":
@@ -124,7 +139,6 @@ class LiveSession:
         self.width = composition.width
         self.height = composition.height
         self._compositor = None
-        self.recorder = None
         if live.record is not None:
             from ganterp_fast.engine.live.recorder import Recorder
 
@@ -141,11 +155,6 @@ class LiveSession:
             from ganterp_fast.engine.live.osc import OscOut
 
             self.osc = OscOut(live.osc)
-        self._lock = threading.Lock()  # one generator call at a time
-        self._pages_lock = threading.Lock()
-        self.pages: list[Page] = []
-        self.closed = False
-        self.started = time.monotonic()
         self.generator = generator if generator is not None else self.model.open(progress=progress)
         self.upscaler = None
         if self.upscaler_plan is not None:
@@ -169,7 +178,7 @@ class LiveSession:
 
         self.source = open_source(input_path)
         analysis_options = self.options.analysis
-        if self.options.path.pulse > 0 or self.options.path.pulse_truncation > 0 or self.live.osc:
+        if self.options.path.pulsing or self.live.osc:
             analysis_options = replace(analysis_options, onsets=True)
         self.analysis = analyze(self.source, analysis_options)
         if self.live.osc and self.analysis.beat_times is None and self.analysis.onset_envelope is not None:
@@ -185,29 +194,29 @@ class LiveSession:
             self.fps,
             z_dim=self.model.z_dim,
             num_classes=self.model.num_classes,
-            z_truncated=not (self.model.foreign and self.model.truncation_input),
+            z_truncated=self.model.z_truncated,
         )
         self.feed = FileFeed(self.analysis, self.path)
         self.audio_file = self._page_audio()
 
     def _page_audio(self) -> Path:
-        """The input's soundtrack as a WAV file the page can play and seek (any input format)."""
+        """The input's soundtrack (its excerpt, decoded as the analysis decodes it) as a WAV file the
+        page can play and seek, whatever the input's format."""
         import av
 
-        folder = Path(tempfile.mkdtemp(prefix="ganterp-live-"))
-        self._audio_folder = folder
-        target = folder / "audio.wav"
-        info = self.source.info
-        with av.open(os.fspath(self.source.path)) as container, av.open(os.fspath(target), "w", format="wav") as out:
-            stream = container.streams.audio[0]
-            layout = "mono" if info.channels == 1 else "stereo"
-            track = out.add_stream("pcm_s16le", rate=info.sample_rate, layout=layout)
-            resampler = av.AudioResampler(format="s16", layout=layout, rate=info.sample_rate)
-            for frame in container.decode(stream):
+        from ganterp_fast.engine.audio.decode import iter_audio_frames
+
+        self._audio_folder = Path(tempfile.mkdtemp(prefix="ganterp-live-"))
+        target = self._audio_folder / "audio.wav"
+        source = self.source
+        layout = "mono" if source.info.channels == 1 else "stereo"
+        with av.open(os.fspath(target), "w", format="wav") as out:
+            track = out.add_stream("pcm_s16le", rate=source.sample_rate, layout=layout)
+            resampler = av.AudioResampler(format="s16", layout=layout, rate=source.sample_rate)
+            frames = iter_audio_frames(source.info, start=source.start, duration=source.duration)
+            for frame in itertools.chain(frames, [None]):  # None: the resampler's last samples
                 for piece in resampler.resample(frame):
                     out.mux(track.encode(piece))
-            for piece in resampler.resample(None):
-                out.mux(track.encode(piece))
             out.mux(track.encode(None))
         return target
 
@@ -279,28 +288,30 @@ class LiveSession:
         """Stop every page and write the recording (None: no recording, or nothing heard)."""
         if self.closed:
             return None
-        self.closed = True
-        for page in list(self.pages):
-            self.disconnect(page)
-        written = None
+        self._stop_pages()
         try:
-            if self.recorder is not None:
-                written = self.recorder.finish()
+            return self.recorder.finish() if self.recorder is not None else None
         finally:
-            folder = getattr(self, "_audio_folder", None)
-            if folder is not None:
-                import shutil
-
-                shutil.rmtree(folder, ignore_errors=True)
-        return written
+            self._discard()
 
     def abort(self) -> None:
         """Stop everything and keep nothing (a failure)."""
+        self._stop_pages()
+        self._discard()
+
+    def _stop_pages(self) -> None:
         self.closed = True
         for page in list(self.pages):
             self.disconnect(page)
+
+    def _discard(self) -> None:
+        """Remove what the session keeps on disk: an unfinished recording, the page's soundtrack."""
+        import shutil
+
         if self.recorder is not None:
-            self.recorder.abort()
+            self.recorder.abort()  # nothing once the recording is finished
+        if self._audio_folder is not None:
+            shutil.rmtree(self._audio_folder, ignore_errors=True)
 
 
 class Page:
@@ -335,7 +346,7 @@ class Page:
                 session.fps_for(self.sample_rate),
                 z_dim=model.z_dim,
                 num_classes=model.num_classes,
-                z_truncated=not (model.foreign and model.truncation_input),
+                z_truncated=model.z_truncated,
             )
         self.feed = feed
         self.producer = Producer(
@@ -345,7 +356,7 @@ class Page:
             batch_size=session.batch_size,
             clock=self.clock,
             cues=session.cues,
-            behind=self._behind,
+            message=self.message,
         )
         self.producer.stats.batch_s = session.warm_batch_s
 
@@ -363,9 +374,6 @@ class Page:
             for t, image in zip(frames.times, frames.images):
                 recorder.shown(self, float(t), image)
         return self._send(frames)
-
-    def _behind(self, text: str) -> None:
-        self.message(text)
 
     def report_clock(self, seconds: float, playing: bool) -> None:
         """The page's playback clock (a file)."""
